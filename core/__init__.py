@@ -1,0 +1,1 @@
+"""Case Desk domain code. Never imports streamlit or plotly (DESIGN.md section 2)."""

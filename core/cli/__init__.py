@@ -1,0 +1,27 @@
+"""The `casedesk` command line (Typer). Each command group lives in its own module and is
+registered here; commands are added when they work, never as placeholders."""
+
+from __future__ import annotations
+
+import typer
+
+from core.cli import setup
+
+app = typer.Typer(
+    name="casedesk",
+    help="Case Desk: case management for cancer second-opinion nurse coordinators.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Case Desk: case management for cancer second-opinion nurse coordinators."""
+
+
+setup.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,136 @@
+"""Engine factory, session scope and migrations (DESIGN.md sections 2 and 3).
+
+SQLite: WAL so readers never wait for a writer, `busy_timeout` so writers queue, foreign
+keys on, and write transactions that begin with `BEGIN IMMEDIATE`: a deferred
+transaction that reads then writes fails at once with "database is locked" whatever the
+busy timeout says (FIELD-NOTES.md); taking the lock up front makes it wait instead.
+PostgreSQL: psycopg 3, pre-ping, READ COMMITTED; compare-and-set updates do the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+
+from core.config import get_settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option carried by write sessions; the SQLite `begin` hook reads it.
+_WRITE_OPTION = "casedesk_write"
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain postgresql:// URLs and use the psycopg 3 driver we ship."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create_db_engine(url: str, *, echo: bool = False) -> Engine:
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, echo=echo)
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _sqlite_engine(url: str, *, echo: bool) -> Engine:
+    parsed = make_url(url)
+    database = parsed.database
+    in_memory = database in (None, "", ":memory:")
+    kwargs: dict = {"echo": echo, "connect_args": {"check_same_thread": False, "timeout": 30}}
+    if in_memory:
+        kwargs["poolclass"] = StaticPool  # one shared connection, or each sees its own DB
+    else:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+        # Let SQLAlchemy's `begin` hook below issue BEGIN itself (pysqlite's own
+        # transaction handling would start a deferred transaction behind our back).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if not in_memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # noqa: ANN001
+        if conn.get_execution_options().get(_WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+@lru_cache(maxsize=8)
+def _cached_engine(url: str) -> Engine:
+    return create_db_engine(url)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process-wide engine for the configured database (one pool per URL)."""
+    return _cached_engine(url or get_settings().database_url)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None, *, write: bool = True) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error, always close.
+
+    `write=False` is for pages and reports that only read: on SQLite they run in a
+    deferred transaction and never queue behind writers (WAL).
+    """
+    engine = engine or get_engine()
+    bind = engine.execution_options(**{_WRITE_OPTION: True}) if write else engine
+    with Session(bind, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+# --- migrations -------------------------------------------------------------------------
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(engine: Engine):  # noqa: ANN201 - alembic.config.Config
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine | None = None) -> str:
+    """Create or upgrade the database to the newest migration; returns the revision."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    engine = engine or get_engine()
+    command.upgrade(alembic_config(engine), "head")
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision() or ""
+
+
+def has_schema(engine: Engine) -> bool:
+    return inspect(engine).has_table("cases")

@@ -1,0 +1,72 @@
+"""Input cleaning shared by every write: NFC normalisation, NUL refusal, length limits
+with a clear message *before* the database, and date sanity checks."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date, datetime
+
+from core.errors import ValidationError
+
+# Bidirectional controls (LRE..RLO, LRI..PDI, LRM/RLM/ALM): stripped where text leaves the
+# app (exports, file names) so a name cannot visually reorder a spreadsheet row.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+# Other invisible characters that can hide a formula prefix.
+ZERO_WIDTH = re.compile("[\u200b-\u200d\u2060\ufeff]")
+
+
+def clean_text(
+    value: str | None, *, field: str, max_length: int, required: bool = False
+) -> str | None:
+    """Normalise and check one text input; returns None for an empty optional value."""
+    if value is None:
+        if required:
+            raise ValidationError(f"{field} is required.")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be text.")
+    if "\x00" in value:
+        raise ValidationError(f"{field} contains a NUL character, which is not allowed.")
+    value = unicodedata.normalize("NFC", value).strip()
+    if not value:
+        if required:
+            raise ValidationError(f"{field} is required.")
+        return None
+    if len(value) > max_length:
+        raise ValidationError(
+            f"{field} is too long: {len(value):,} characters, the limit is {max_length:,}."
+        )
+    return value
+
+
+def require_text(value: str | None, *, field: str, max_length: int) -> str:
+    cleaned = clean_text(value, field=field, max_length=max_length, required=True)
+    assert cleaned is not None
+    return cleaned
+
+
+def strip_bidi(value: str) -> str:
+    return BIDI_CONTROLS.sub("", value)
+
+
+def search_key(value: str) -> str:
+    """How names are stored and searched: NFC, case-folded, inner spaces collapsed."""
+    return " ".join(unicodedata.normalize("NFC", value).casefold().split())
+
+
+def parse_date(value: str | date, *, field: str) -> date:
+    """Accept ISO dates; refuse impossible ones (Feb 30) with a message naming the field."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ValidationError(f"{field}: {value!r} is not a valid date (YYYY-MM-DD).") from None
+
+
+def not_in_future(day: date | None, *, field: str, today: date) -> None:
+    if day is not None and day > today:
+        raise ValidationError(f"{field} cannot be in the future ({day.isoformat()}).")

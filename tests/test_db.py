@@ -1,0 +1,90 @@
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from core.db import session_scope
+from core.models import Case, Patient, SlaRule, Team
+
+
+def _team_and_patient(session, now):
+    team = Team(name="Breast East", created_at=now)
+    patient = Patient(mrn="MRN-1", first_name="Ana", last_name="Silva", search_name="ana silva",
+                      created_at=now)
+    session.add(team)
+    session.add(patient)
+    session.flush()
+    return team, patient
+
+
+def _case(team, patient, now, **overrides):
+    fields = dict(patient_id=patient.id, team_id=team.id, diagnosis_category="invasive",
+                  assessed_at=now, state_entered_at=now, created_at=now, updated_at=now)
+    fields.update(overrides)
+    return Case(**fields)
+
+
+def test_default_sla_rules_are_seeded(engine):
+    with session_scope(engine, write=False) as session:
+        rules = {r.state: r.limit_days for r in session.exec(select(SlaRule))}
+    assert rules == {"assessed": 2, "referral": 7, "records_requested": 10,
+                     "records_received": 3, "scheduled": 14, "seen": 14}
+
+
+def test_datetimes_round_trip_as_aware_utc(engine, now):
+    with session_scope(engine) as session:
+        team, patient = _team_and_patient(session, now)
+        session.add(_case(team, patient, now, biopsy_date=date(2026, 11, 1)))
+    with session_scope(engine, write=False) as session:
+        case = session.exec(select(Case)).one()
+    assert case.assessed_at == now
+    assert case.assessed_at.tzinfo is not None
+
+
+def test_check_constraint_refuses_unknown_state(engine, now):
+    with pytest.raises(IntegrityError):
+        with session_scope(engine) as session:
+            team, patient = _team_and_patient(session, now)
+            session.add(_case(team, patient, now, state="stalled"))
+    with session_scope(engine, write=False) as session:
+        assert session.exec(select(Team)).all() == []  # nothing half-written
+
+
+def test_closed_case_needs_a_reason(engine, now):
+    with pytest.raises(IntegrityError):
+        with session_scope(engine) as session:
+            team, patient = _team_and_patient(session, now)
+            session.add(_case(team, patient, now, state="closed"))
+
+
+def test_foreign_keys_are_enforced(engine, now):
+    with pytest.raises(IntegrityError):
+        with session_scope(engine) as session:
+            session.add(_case(Team(id=999, name="x", created_at=now),
+                              Patient(id=998, mrn="x", first_name="x", last_name="x",
+                                      search_name="x", created_at=now), now))
+
+
+def test_triage_index_exists(engine):
+    names = {ix["name"] for ix in inspect(engine).get_indexes("cases")}
+    assert "ix_cases_open_due" in names
+
+
+def test_sqlite_runs_in_wal_with_foreign_keys(sqlite_engine):
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+
+
+def test_naive_datetimes_are_refused(sqlite_engine):
+    with pytest.raises(Exception, match="timezone"):
+        with session_scope(sqlite_engine) as session:
+            session.add(Team(name="t", created_at=datetime(2026, 1, 1)))
+            session.flush()
+
+
+def test_aware_datetime_fixture_is_utc(now):
+    assert now.tzinfo is UTC

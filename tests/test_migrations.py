@@ -1,0 +1,21 @@
+"""The migrations and the models must describe the same schema, on both databases."""
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from core import models  # noqa: F401
+
+
+def test_migrations_match_models(engine):
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                SQLModel.metadata)
+    assert diff == [], f"models and migrations disagree: {diff}"
+
+
+def test_migrate_is_idempotent(engine):
+    from core.db import migrate
+
+    first = migrate(engine)
+    assert migrate(engine) == first == "0002"
