@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from core.cli import audit as audit_cli
 from core.cli import setup
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ def _root() -> None:
 
 
 setup.register(app)
+audit_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
