@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from core.cli import audit as audit_cli
+from core.cli import backup as backup_cli
 from core.cli import setup
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ def _root() -> None:
 
 setup.register(app)
 audit_cli.register(app)
+backup_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -34,6 +34,10 @@ class VerifyResult:
     anchor: str | None = None  # "id:hash-prefix" of the newest row
 
 
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
 def parse_anchor(value: str) -> tuple[int, str]:
     try:
         raw_id, raw_hash = value.split(":", 1)
@@ -60,7 +64,7 @@ def verify_database(eng: Engine, *, anchor: str | None = None) -> VerifyResult:
             return VerifyResult(
                 False, report.rows,
                 f"Audit chain BROKEN at row {report.first_bad_id}: {report.problem}. "
-                f"{report.rows:,} rows verified before it.",
+                f"{_rows(report.rows)} verified before it.",
             )
         last = session.exec(
             select(AuditEntry.id, AuditEntry.row_hash).order_by(AuditEntry.id.desc()).limit(1)
@@ -83,7 +87,7 @@ def verify_database(eng: Engine, *, anchor: str | None = None) -> VerifyResult:
                 )
     anchor_text = f"{last[0]}:{last[1][:16]}" if last else None
     tail = f" Anchor {anchor_text} (keep it elsewhere; pass it to --anchor later)." if last else ""
-    return VerifyResult(True, report.rows, f"Audit chain OK: {report.rows:,} rows checked.{tail}",
+    return VerifyResult(True, report.rows, f"Audit chain OK: {_rows(report.rows)} checked.{tail}",
                         anchor_text)
 
 
