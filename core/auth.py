@@ -1,0 +1,263 @@
+"""Sign-in, server-side sessions and sign-out (DESIGN.md section 7). No Streamlit here.
+
+The browser keeps only a random token; the database keeps its sha256 (`UserSession.id`),
+so a copy of the database does not hand out live sessions. Every rerun of the dashboard
+calls `check_session`, which enforces the idle and the absolute timeout on the server
+and ends the row with a reason; nothing about a session's validity is trusted from the
+browser.
+
+Failures are answered with one generic message whatever went wrong (unknown user, wrong
+password, disabled, locked), so the form cannot be used to find out which accounts
+exist; the audit log records the real reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, func, select
+
+from core.actor import Actor
+from core.audit import record
+from core.config import get_settings
+from core.errors import AuthError
+from core.models import User, UserSession
+from core.timeutil import as_utc
+from core.vocab import AuditOutcome, Role
+
+GENERIC_FAILURE = "Wrong username or password."
+# last_seen_at is written at most this often: every rerun writing a row would put a write
+# lock on SQLite for each click; the idle timeout is in minutes, so this costs nothing.
+TOUCH_EVERY = timedelta(seconds=15)
+SESSION_ID_PREFIX = 16  # how much of the hash goes into audit rows
+
+
+class SessionEnded(AuthError):
+    """The session is gone (expired, signed out, account disabled): sign in again."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        messages = {
+            "idle": "You were signed out after a period of inactivity. Please sign in again.",
+            "absolute": "Your session reached its maximum length. Please sign in again.",
+            "disabled": "Your account has been disabled.",
+        }
+        super().__init__(messages.get(reason, "Your session has ended. Please sign in again."))
+
+
+# --- password hashing ----------------------------------------------------------------------
+# core/users.py owns the argon2id parameters; until it exists this falls back to
+# argon2-cffi's defaults (argon2id), which is what it uses too.
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        from core.users import verify_password
+    except ImportError:  # pragma: no cover - only before core/users.py lands
+        from argon2 import PasswordHasher
+        from argon2.exceptions import InvalidHashError, VerificationError
+
+        try:
+            return PasswordHasher().verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+    return bool(verify_password(password_hash, password))
+
+
+def _needs_rehash(password_hash: str) -> bool:
+    try:
+        from core.users import needs_rehash
+    except ImportError:  # pragma: no cover
+        from argon2 import PasswordHasher
+
+        return PasswordHasher().check_needs_rehash(password_hash)
+    return bool(needs_rehash(password_hash))
+
+
+def _hash(password: str) -> str:
+    try:
+        from core.users import hash_password
+    except ImportError:  # pragma: no cover
+        from argon2 import PasswordHasher
+
+        return PasswordHasher().hash(password)
+    return hash_password(password)
+
+
+# A real argon2 hash to verify against when the username is unknown, so an unknown name
+# takes as long to refuse as a wrong password.
+_DUMMY_HASH: str | None = None
+
+
+def _dummy_verify(password: str) -> None:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _hash(secrets.token_urlsafe(16))
+    _verify(_DUMMY_HASH, password)
+
+
+# --- sessions -----------------------------------------------------------------------------
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def actor_of(user: User, session_hash: str | None) -> Actor:
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        team_id=user.team_id,
+        session_id=session_hash[:SESSION_ID_PREFIX] if session_hash else None,
+    )
+
+
+def _open_session(session: Session, *, user: User, now: datetime) -> str:
+    token = secrets.token_urlsafe(32)
+    session.add(UserSession(id=token_hash(token), user_id=user.id, created_at=now,
+                            last_seen_at=now))
+    session.flush()
+    return token
+
+
+def _fail(session: Session, *, user: User | None, username: str, reason: str,
+          now: datetime) -> None:
+    """Audit a refused sign-in and commit it before raising: the caller's transaction
+    rolls back on the exception, and the failure count must survive it."""
+    actor = actor_of(user, None) if user else None
+    record(session, actor=actor, action="login.failed", now=now, outcome=AuditOutcome.FAILED,
+           detail={"reason": reason} if user else {"reason": reason, "known_user": False})
+    session.commit()
+    raise AuthError(GENERIC_FAILURE)
+
+
+def sign_in(session: Session, *, username: str, password: str, now: datetime) -> tuple[User, str]:
+    """Check a username and password; returns the user and a new session token.
+
+    Raises AuthError("Wrong username or password.") on any failure. After
+    `lockout_threshold` failures in a row the account is locked for `lockout_minutes`,
+    during which even the right password is refused.
+    """
+    settings = get_settings()
+    now = as_utc(now)
+    name = (username or "").strip()
+    user = session.exec(
+        select(User).where(func.lower(User.username) == name.lower())
+    ).first() if name else None
+    if user is None:
+        _dummy_verify(password or "")
+        _fail(session, user=None, username=name, reason="unknown_user", now=now)
+        raise AssertionError("unreachable")  # pragma: no cover
+    if user.locked_until is not None and as_utc(user.locked_until) > now:
+        _dummy_verify(password or "")
+        _fail(session, user=user, username=name, reason="locked", now=now)
+    if user.locked_until is not None:
+        # The lock has run out: start counting afresh.
+        user.locked_until = None
+        user.failed_logins = 0
+    if not user.is_active:
+        _dummy_verify(password or "")
+        _fail(session, user=user, username=name, reason="disabled", now=now)
+    if not user.password_hash or not _verify(user.password_hash, password or ""):
+        user.failed_logins += 1
+        session.add(user)
+        if user.failed_logins >= settings.lockout_threshold:
+            user.locked_until = now + timedelta(minutes=settings.lockout_minutes)
+            record(session, actor=actor_of(user, None), action="lockout", now=now,
+                   outcome=AuditOutcome.DENIED,
+                   detail={"failures": user.failed_logins,
+                           "minutes": settings.lockout_minutes})
+        _fail(session, user=user, username=name, reason="wrong_password", now=now)
+    if _needs_rehash(user.password_hash):
+        user.password_hash = _hash(password)
+    user.failed_logins = 0
+    user.last_login_at = now
+    session.add(user)
+    token = _open_session(session, user=user, now=now)
+    record(session, actor=actor_of(user, token_hash(token)), action="login", now=now,
+           detail={"method": "password"})
+    return user, token
+
+
+def sign_in_sso(session: Session, *, email: str, now: datetime) -> tuple[User, str]:
+    """Single sign-on: the identity provider vouched for `email`; map it to an account.
+    Unknown or disabled e-mails are refused (no account is created on the fly)."""
+    now = as_utc(now)
+    address = (email or "").strip().lower()
+    user = session.exec(
+        select(User).where(func.lower(User.email) == address)
+    ).first() if address else None
+    if user is None or not user.is_active:
+        record(session, actor=actor_of(user, None) if user else None, action="login.failed",
+               now=now, outcome=AuditOutcome.FAILED,
+               detail={"method": "sso", "reason": "disabled" if user else "unknown_email"})
+        session.commit()
+        raise AuthError("No active Case Desk account uses this e-mail address.")
+    user.last_login_at = now
+    session.add(user)
+    token = _open_session(session, user=user, now=now)
+    record(session, actor=actor_of(user, token_hash(token)), action="login", now=now,
+           detail={"method": "sso"})
+    return user, token
+
+
+def _end(session: Session, row: UserSession, *, reason: str, now: datetime,
+         user: User | None) -> None:
+    row.ended_at = now
+    row.end_reason = reason
+    session.add(row)
+    action = "logout" if reason == "signed_out" else "session.ended"
+    record(session, actor=actor_of(user, row.id) if user else None, action=action, now=now,
+           detail={"reason": reason})
+
+
+def check_session(session: Session, *, token: str | None, now: datetime) -> Actor:
+    """The signed-in actor for `token`, or SessionEnded. Called on every rerun.
+
+    An expired session is ended in the database (with its reason) and committed before
+    raising, so the same token can never come back to life.
+    """
+    if not token:
+        raise SessionEnded("missing")
+    settings = get_settings()
+    now = as_utc(now)
+    row = session.get(UserSession, token_hash(token))
+    if row is None or row.ended_at is not None:
+        raise SessionEnded(row.end_reason if row is not None and row.end_reason else "missing")
+    user = session.get(User, row.user_id)
+    reason = None
+    if user is None or not user.is_active:
+        reason = "disabled"
+    elif now - as_utc(row.created_at) > timedelta(hours=settings.session_absolute_hours):
+        reason = "absolute"
+    elif now - as_utc(row.last_seen_at) > timedelta(minutes=settings.session_idle_minutes):
+        reason = "idle"
+    if reason:
+        _end(session, row, reason=reason, now=now, user=user)
+        session.commit()
+        raise SessionEnded(reason)
+    if now - as_utc(row.last_seen_at) >= TOUCH_EVERY:
+        row.last_seen_at = now
+        session.add(row)
+    return actor_of(user, row.id)
+
+
+def sign_out(session: Session, *, token: str | None, now: datetime) -> None:
+    """End the session behind `token` (a no-op for an unknown or already ended one)."""
+    if not token:
+        return
+    row = session.get(UserSession, token_hash(token))
+    if row is None or row.ended_at is not None:
+        return
+    _end(session, row, reason="signed_out", now=as_utc(now),
+         user=session.get(User, row.user_id))
+
+
+def display_name(session: Session, user_id: int | None) -> str:
+    if user_id is None:
+        return "system"
+    user = session.get(User, user_id)
+    return user.full_name if user else f"user {user_id}"
