@@ -1,0 +1,115 @@
+"""Funnel of a cohort, the pipeline now, and closed cases by reason (issue 6, item 1).
+
+"Reached a state" is read from the history (`case_event.to_state`): a case reached stage k
+when any of its moves entered stage k *or a later one*. Counting the furthest stage makes
+the funnel monotonic even when a case went backwards (a no-show returns a scheduled case
+to records received) or entered the service part-way (imported cases).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import and_, case, exists, func, or_, select
+from sqlmodel import Session
+
+from core.actor import Actor
+from core.analytics.filters import CaseFilter
+from core.models import Case, CaseEvent, CaseFlag
+from core.permissions import Action
+from core.timeutil import as_utc
+from core.vocab import FUNNEL, CaseState, FlagKind, FlagSeverity
+
+_RANK = {state.value: rank for rank, state in enumerate(FUNNEL)}
+STALLED_SEVERITIES = (FlagSeverity.STALLED.value, FlagSeverity.ESCALATED.value)
+
+
+def funnel(session: Session, actor: Actor, filt: CaseFilter) -> pd.DataFrame:
+    """One row per funnel state: `reached` (cases of the cohort that got at least this far),
+    `conversion` from the previous state (None for the first) and `share` of the cohort."""
+    rank = case(_RANK, value=CaseEvent.to_state, else_=None)
+    per_case = (
+        select(Case.id.label("case_id"), func.max(rank).label("furthest"))
+        .join(CaseEvent, CaseEvent.case_id == Case.id, isouter=True)
+        # The current state is not a cohort criterion: the funnel is about how far cases got.
+        .where(*filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_state=False))
+        .group_by(Case.id)
+        .subquery()
+    )
+    # Every case of the cohort was assessed, whatever its first recorded move says.
+    furthest = func.coalesce(per_case.c.furthest, 0)
+    rows = session.exec(
+        select(furthest.label("furthest"), func.count().label("n")).group_by(furthest)
+    ).all()
+    by_rank = {int(r.furthest): int(r.n) for r in rows}
+    reached = []
+    running = 0
+    for rank_k in range(len(FUNNEL) - 1, -1, -1):
+        running += by_rank.get(rank_k, 0)
+        reached.append(running)
+    reached.reverse()
+    cohort = reached[0]
+    out = []
+    for k, state in enumerate(FUNNEL):
+        prev = reached[k - 1] if k else None
+        out.append({
+            "state": state.value,
+            "label": state.label,
+            "reached": reached[k],
+            "conversion": (reached[k] / prev) if prev else None,
+            "share": (reached[k] / cohort) if cohort else None,
+        })
+    return pd.DataFrame(out, columns=["state", "label", "reached", "conversion", "share"])
+
+
+def stalled_condition(now: datetime):  # noqa: ANN201 - SQL boolean
+    """A case is stalled when its stored deadline has passed or the scan has flagged it
+    stalled or escalated (a due-soon flag is a warning, not a stall)."""
+    open_sla_flag = exists().where(
+        CaseFlag.case_id == Case.id,
+        CaseFlag.resolved_at.is_(None),
+        CaseFlag.kind == FlagKind.SLA.value,
+        CaseFlag.severity.in_(STALLED_SEVERITIES),
+    )
+    return or_(and_(Case.due_at.is_not(None), Case.due_at <= as_utc(now)), open_sla_flag)
+
+
+def pipeline(session: Session, actor: Actor, filt: CaseFilter, *, now: datetime) -> pd.DataFrame:
+    """Open cases per state right now, with how many of them are stalled. The period does
+    not apply (this is a picture of today); the team does."""
+    stalled = func.sum(case((stalled_condition(now), 1), else_=0))
+    rows = session.exec(
+        select(Case.state, func.count().label("open"), stalled.label("stalled"))
+        .where(
+            *filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_period=False,
+                                  with_state=False),
+            Case.state != CaseState.CLOSED.value,
+        )
+        .group_by(Case.state)
+    ).all()
+    got = {r.state: (int(r.open), int(r.stalled or 0)) for r in rows}
+    return pd.DataFrame(
+        [
+            {"state": s.value, "label": s.label, "open": got.get(s.value, (0, 0))[0],
+             "stalled": got.get(s.value, (0, 0))[1]}
+            for s in FUNNEL
+        ],
+        columns=["state", "label", "open", "stalled"],
+    )
+
+
+def closed_by_reason(session: Session, actor: Actor, filt: CaseFilter) -> pd.DataFrame:
+    """Cases of the cohort that are closed, by reason, most frequent first."""
+    rows = session.exec(
+        select(Case.close_reason, func.count().label("n"))
+        .where(*filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_state=False),
+               Case.state == CaseState.CLOSED.value)
+        .group_by(Case.close_reason)
+        .order_by(func.count().desc(), Case.close_reason)
+    ).all()
+    return pd.DataFrame(
+        [{"reason": r.close_reason, "label": r.close_reason.replace("_", " ").capitalize(),
+          "cases": int(r.n)} for r in rows],
+        columns=["reason", "label", "cases"],
+    )
