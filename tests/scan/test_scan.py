@@ -1,0 +1,330 @@
+"""The set-based scan on SQLite and PostgreSQL: raise, escalate, resolve, idempotence,
+acknowledgement and the "last scan" summary. `now` is passed in everywhere."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from core.db import session_scope
+from core.errors import PermissionDenied, ValidationError
+from core.models import AuditEntry, Case, CaseEvent, CaseFlag, ContactAttempt, JobRun
+from core.scan import acknowledge_flag, run_scan, scan_summary
+from core.vocab import FUNNEL
+from core.workflows.clocks import (
+    DEFAULT_SLA_DAYS,
+    apply_deadlines,
+    deadlines_for_case,
+    load_limits,
+)
+from tests.factories import actor_for, make_case, make_team, make_user
+
+SEC = timedelta(seconds=1)
+
+
+def open_flags(session: Session, case_id: int | None = None) -> dict[tuple[int, str], CaseFlag]:
+    q = select(CaseFlag).where(CaseFlag.resolved_at.is_(None))
+    if case_id is not None:
+        q = q.where(CaseFlag.case_id == case_id)
+    return {(f.case_id, f.kind): f for f in session.execute(q).scalars()}
+
+
+def severity(session: Session, case_id: int, kind: str) -> str | None:
+    flag = open_flags(session, case_id).get((case_id, kind))
+    return flag.severity if flag else None
+
+
+def set_case(session: Session, case: Case, **fields) -> None:
+    """Change a case directly (the workflow engine's job in the app) and restore its
+    stored deadlines the way the engine does on every write."""
+    for k, v in fields.items():
+        setattr(case, k, v)
+    apply_deadlines(case, deadlines_for_case(case, load_limits(session), "US"))
+    session.add(case)
+    session.flush()
+
+
+def test_scan_raises_sla_flags_at_every_boundary_of_every_state(engine, now):
+    expected = {}
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        for state in FUNNEL:
+            limit = DEFAULT_SLA_DAYS[state]
+            for fraction, before, at in [(0.75, None, "due_soon"), (1.0, "due_soon", "stalled"),
+                                         (1.5, "stalled", "escalated")]:
+                for offset, sev in [(-SEC, before), (timedelta(0), at)]:
+                    days = (timedelta(days=limit * fraction) + offset).total_seconds() / 86400
+                    c = make_case(session, now=now, team=team, state=state.value,
+                                  days_in_state=days, biopsy_days_ago=None)
+                    expected[c.id] = sev
+    result = run_scan(engine, now=now)
+    with session_scope(engine) as session:
+        got = {cid: severity(session, cid, "sla") for cid in expected}
+    assert got == expected
+    assert result.raised == sum(1 for v in expected.values() if v)
+
+
+def test_flags_escalate_as_time_passes_and_only_upwards(engine, now):
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        case = make_case(session, now=now, team=team, state="referral", days_in_state=6,
+                         biopsy_days_ago=None)  # 7-day limit: due soon from 5.25 days
+    r1 = run_scan(engine, now=now)
+    assert (r1.raised, r1.escalated) == (1, 0)
+    r2 = run_scan(engine, now=now + timedelta(days=1))
+    assert (r2.raised, r2.escalated, r2.resolved) == (0, 1, 0)
+    r3 = run_scan(engine, now=now + timedelta(days=5))
+    assert r3.escalated == 1
+    with session_scope(engine) as session:
+        flag = open_flags(session, case.id)[(case.id, "sla")]
+        assert flag.severity == "escalated"
+        assert flag.escalated_at == now + timedelta(days=5)
+        assert flag.raised_at == now
+        total = session.execute(select(func.count()).select_from(CaseFlag)).scalar_one()
+        assert total == 1  # the same flag moved up, no new rows
+
+
+def test_second_scan_with_nothing_changed_changes_nothing(engine, now):
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        for state, days, biopsy in [("assessed", 5, 70), ("referral", 6, 46), ("seen", 1, 31)]:
+            make_case(session, now=now, team=team, state=state, days_in_state=days,
+                      biopsy_days_ago=biopsy,
+                      planned_treatment_start=now.date() + timedelta(days=3))
+    first = run_scan(engine, now=now)
+    assert first.raised > 0
+    with session_scope(engine) as session:
+        before = [f.model_dump() for f in session.execute(
+            select(CaseFlag).order_by(CaseFlag.id)).scalars()]
+    second = run_scan(engine, now=now)
+    assert second.changed == 0 and second.examined == 3
+    with session_scope(engine) as session:
+        after = [f.model_dump() for f in session.execute(
+            select(CaseFlag).order_by(CaseFlag.id)).scalars()]
+        runs = session.execute(select(JobRun).order_by(JobRun.id)).scalars().all()
+    assert after == before
+    assert [(r.status, r.raised) for r in runs] == [("ok", first.raised), ("ok", 0)]
+
+
+def test_flag_resolves_when_the_case_moves_on_and_a_new_one_follows_if_late_again(engine, now):
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        case = make_case(session, now=now, team=team, state="referral", days_in_state=8,
+                         biopsy_days_ago=None)
+    run_scan(engine, now=now)
+    with session_scope(engine) as session:
+        case = session.get(Case, case.id)
+        set_case(session, case, state="records_requested", state_entered_at=now)
+    r = run_scan(engine, now=now)
+    assert r.resolved == 1 and r.raised == 0
+    later = now + timedelta(days=8)  # records_requested, 10 days: due soon at 7.5
+    r = run_scan(engine, now=later)
+    assert r.raised == 1
+    with session_scope(engine) as session:
+        flag = open_flags(session, case.id)[(case.id, "sla")]
+        assert (flag.state, flag.severity) == ("records_requested", "due_soon")
+
+
+@pytest.mark.parametrize("cause", ["hold", "closed", "outcome"])
+def test_flags_resolve_when_hold_starts_case_closes_or_outcome_is_recorded(engine, now, cause):
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        case = make_case(session, now=now, team=team, state="seen", days_in_state=20,
+                         biopsy_days_ago=50, planned_treatment_start=now.date())
+    first = run_scan(engine, now=now)
+    assert first.raised == 3  # sla, patient clock, deadline risk
+    with session_scope(engine) as session:
+        case = session.get(Case, case.id)
+        if cause == "hold":
+            set_case(session, case, on_hold=True, hold_reason="waiting on slides",
+                     hold_started_at=now)
+        elif cause == "closed":
+            set_case(session, case, state="closed", close_reason="completed",
+                     closed_from_state="seen")
+        else:
+            set_case(session, case, outcome_recorded_at=now, outcome_diagnosis="confirmed")
+    r = run_scan(engine, now=now)
+    with session_scope(engine) as session:
+        remaining = set(open_flags(session, case.id))
+    # A hold pauses the SLA clock only: the patient's own clock never pauses.
+    expected = set()
+    if cause == "hold":
+        expected = {(case.id, "patient_clock"), (case.id, "deadline_risk")}
+    assert remaining == expected
+    assert r.resolved == 3 - len(expected)
+
+
+def test_patient_clock_flags_follow_the_thresholds(engine, now):
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        ids = {days: make_case(session, now=now, team=team, biopsy_days_ago=days).id
+               for days in (29, 30, 45, 60)}
+    run_scan(engine, now=now)
+    with session_scope(engine) as session:
+        got = {days: severity(session, cid, "patient_clock") for days, cid in ids.items()}
+    assert got == {29: None, 30: "due_soon", 45: "stalled", 60: "escalated"}
+
+
+def test_deadline_risk_flags_with_the_shortfall_and_follows_history(engine, now):
+    today = now.date()
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        # records_requested needs 10 + 3 + 14 + 14 = 41 days without history
+        short = make_case(session, now=now, team=team, state="records_requested",
+                          biopsy_days_ago=None, planned_treatment_start=today + timedelta(35))
+        fits = make_case(session, now=now, team=team, state="records_requested",
+                         biopsy_days_ago=None, planned_treatment_start=today + timedelta(41))
+        started = make_case(session, now=now, team=team, state="records_requested",
+                            biopsy_days_ago=None, treatment_status="treatment_started",
+                            planned_treatment_start=today - timedelta(3))
+    run_scan(engine, now=now)
+    with session_scope(engine) as session:
+        flags = open_flags(session)
+        assert flags[(short.id, "deadline_risk")].shortfall_days == pytest.approx(6)
+        assert flags[(short.id, "deadline_risk")].severity == "stalled"
+        assert (fits.id, "deadline_risk") not in flags
+        assert (started.id, "deadline_risk") not in flags
+        # History says every stage takes 5 days: 4 stages = 20 days, both fit now.
+        for state in ("records_requested", "records_received", "scheduled", "seen"):
+            for _ in range(20):
+                session.add(CaseEvent(case_id=fits.id, from_state=state, to_state="closed",
+                                      at=now, days_in_from_state=5.0, version=1))
+    r = run_scan(engine, now=now)
+    assert r.resolved == 1
+    # A day later with the same history: still fits (20 < 34).
+    assert run_scan(engine, now=now + timedelta(days=1)).changed == 0
+
+
+def test_deadline_risk_shortfall_is_updated_as_days_pass(engine, now):
+    today = now.date()
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        case = make_case(session, now=now, team=team, state="seen", biopsy_days_ago=None,
+                         planned_treatment_start=today + timedelta(10))  # needs 14
+    run_scan(engine, now=now)
+    r = run_scan(engine, now=now + timedelta(days=2))
+    assert r.adjusted == 1
+    with session_scope(engine) as session:
+        assert open_flags(session, case.id)[(case.id, "deadline_risk")].shortfall_days == 6
+
+
+def _attempt(session: Session, case_id: int, at, outcome: str) -> None:
+    session.add(ContactAttempt(case_id=case_id, at=at, channel="phone", outcome=outcome))
+    session.flush()
+
+
+def test_unreachable_after_the_third_failed_attempt_and_cleared_by_a_success(engine, now):
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        case = make_case(session, now=now, team=team, biopsy_days_ago=None)
+        _attempt(session, case.id, now - timedelta(hours=5), "reached")
+        _attempt(session, case.id, now - timedelta(hours=4), "no_answer")
+        _attempt(session, case.id, now - timedelta(hours=3), "voicemail")
+    assert run_scan(engine, now=now).raised == 0  # two failures in a row
+    with session_scope(engine) as session:
+        _attempt(session, case.id, now - timedelta(hours=2), "no_answer")
+    assert run_scan(engine, now=now).by_kind["unreachable"]["raised"] == 1
+    with session_scope(engine) as session:
+        assert severity(session, case.id, "unreachable") == "stalled"
+        _attempt(session, case.id, now - timedelta(hours=1), "reached")
+    assert run_scan(engine, now=now).by_kind["unreachable"]["resolved"] == 1
+    with session_scope(engine) as session:
+        assert severity(session, case.id, "unreachable") is None
+
+
+def test_acknowledged_flag_stays_open_until_its_cause_is_gone(engine, now):
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        user = make_user(session, now=now, team=team)
+        other = make_user(session, now=now, team=make_team(session, now=now))
+        case = make_case(session, now=now, team=team, assignee=user, state="referral",
+                         days_in_state=8, biopsy_days_ago=None)
+    run_scan(engine, now=now)
+    with session_scope(engine) as session:
+        flag_id = open_flags(session, case.id)[(case.id, "sla")].id
+        with pytest.raises(ValidationError):
+            acknowledge_flag(session, flag_id=flag_id, actor=actor_for(user), note="  ", now=now)
+        with pytest.raises(PermissionDenied):
+            acknowledge_flag(session, flag_id=flag_id, actor=actor_for(other), note="x", now=now)
+    with session_scope(engine) as session:
+        flag = acknowledge_flag(session, flag_id=flag_id, actor=actor_for(user),
+                                note="Insurer promised the referral by Friday", now=now)
+        assert flag.acknowledged_at == now and flag.acknowledged_by_id == user.id
+        audit = session.execute(select(AuditEntry).where(
+            AuditEntry.action == "flag.acknowledge")).scalar_one()
+        assert audit.case_id == case.id and "Insurer" not in (audit.detail or "")
+    assert run_scan(engine, now=now).changed == 0
+    with session_scope(engine) as session:
+        assert open_flags(session, case.id)[(case.id, "sla")].ack_note.startswith("Insurer")
+        set_case(session, session.get(Case, case.id), state="records_requested",
+                 state_entered_at=now)
+    assert run_scan(engine, now=now).resolved == 1
+    with session_scope(engine) as session:
+        with pytest.raises(ValidationError):
+            acknowledge_flag(session, flag_id=flag_id, actor=actor_for(user), note="late",
+                             now=now)
+
+
+def test_scan_summary_says_when_the_last_scan_ran_and_how_many_are_stalled(engine, now):
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        assert scan_summary(session, now=now).describe() == "no scan yet, 0 stalled"
+        make_case(session, now=now, team=team, state="referral", days_in_state=8,
+                  biopsy_days_ago=None)
+        make_case(session, now=now, team=team, state="referral", days_in_state=6,
+                  biopsy_days_ago=None)
+        make_case(session, now=now, team=make_team(session, now=now), state="referral",
+                  days_in_state=11, biopsy_days_ago=None)
+    run_scan(engine, now=now)
+    with session_scope(engine, write=False) as session:
+        summary = scan_summary(session, now=now + timedelta(minutes=3))
+        assert summary.describe() == "last scan: 3 min ago, 2 stalled"
+        assert summary.due_soon_cases == 1
+        assert scan_summary(session, now=now, team_id=team.id).stalled_cases == 1
+
+
+def test_failed_scan_writes_nothing_but_a_failed_job_run(engine, now, monkeypatch):
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        make_case(session, now=now, team=team, state="referral", days_in_state=8)
+    from core.scan import sweep
+
+    real = sweep._sweep_kind
+
+    def explode(session, rule, ctx):
+        if rule.kind == "patient_clock":
+            raise RuntimeError("disk on fire")
+        return real(session, rule, ctx)
+
+    monkeypatch.setattr(sweep, "_sweep_kind", explode)
+    with pytest.raises(RuntimeError):
+        run_scan(engine, now=now, worker="test")
+    with session_scope(engine) as session:
+        assert session.execute(select(func.count()).select_from(CaseFlag)).scalar_one() == 0
+        run = session.execute(select(JobRun)).scalar_one()
+        assert run.status == "failed" and "disk on fire" in run.error
+    monkeypatch.setattr(sweep, "_sweep_kind", real)
+    assert run_scan(engine, now=now).raised == 1
+
+
+def test_scan_skips_when_the_lease_check_says_it_is_not_the_leader(engine, now):
+    with session_scope(engine) as session:
+        make_case(session, now=now, team=make_team(session, now=now), state="referral",
+                  days_in_state=8)
+    result = run_scan(engine, now=now, still_leader=lambda s, n: False)
+    assert result.skipped
+    with session_scope(engine) as session:
+        assert session.execute(select(func.count()).select_from(JobRun)).scalar_one() == 0
+        assert session.execute(select(func.count()).select_from(CaseFlag)).scalar_one() == 0
+
+
+def test_stale_deadline_on_a_held_case_raises_nothing(engine, now):
+    # Belt and braces: even a stored deadline left behind on a held case is ignored.
+    with session_scope(engine) as session:
+        case = make_case(session, now=now, team=make_team(session, now=now), state="referral",
+                         days_in_state=8, biopsy_days_ago=None)
+        session.execute(update(Case).where(Case.id == case.id).values(on_hold=True))
+    assert run_scan(engine, now=now).raised == 0
