@@ -256,6 +256,102 @@ def sign_out(session: Session, *, token: str | None, now: datetime) -> None:
          user=session.get(User, row.user_id))
 
 
+# --- ending every session of a user (issue 7) -------------------------------------------
+# A user who signs out on one machine may have left another signed in (a ward PC, a
+# laptop at home): signing out, a password change and disabling the account end them all.
+# The rows are ended in the database, so every other browser finds its session gone on
+# its next rerun (check_session), whichever dashboard replica it talks to.
+
+
+def end_user_sessions(session: Session, *, user_id: int, now: datetime, reason: str,
+                      keep: str | None = None) -> int:
+    """End every open session of `user_id` except the one whose hash is `keep`; each is
+    audited with `reason`. Returns how many were ended."""
+    now = as_utc(now)
+    user = session.get(User, user_id)
+    rows = session.exec(
+        select(UserSession).where(UserSession.user_id == user_id,
+                                  UserSession.ended_at.is_(None))
+        .order_by(UserSession.created_at)
+    ).all()
+    ended = 0
+    for row in rows:
+        if keep is not None and row.id == keep:
+            continue
+        _end(session, row, reason=reason, now=now, user=user)
+        ended += 1
+    session.flush()
+    return ended
+
+
+def sign_out_everywhere(session: Session, *, token: str | None, now: datetime) -> int:
+    """Sign out: end the session behind `token` and every other open session of the same
+    user. Returns how many sessions were ended (0 for an unknown or ended token)."""
+    if not token:
+        return 0
+    row = session.get(UserSession, token_hash(token))
+    if row is None or row.ended_at is not None:
+        return 0
+    now = as_utc(now)
+    user = session.get(User, row.user_id)
+    _end(session, row, reason="signed_out", now=now, user=user)
+    return 1 + end_user_sessions(session, user_id=row.user_id, now=now,
+                                 reason="signed_out_elsewhere")
+
+
+def change_password(session: Session, *, actor: Actor, user_id: int, new_password: str,
+                    now: datetime, current_password: str | None = None,
+                    keep_token: str | None = None) -> int:
+    """Set a new password and end the user's other sessions (returns how many).
+
+    A user changing their own password must give the current one (a session left open on
+    a shared PC must not be enough to take the account over) and keeps the session they
+    changed it from (`keep_token`). Anyone else needs MANAGE_USERS; then every session of
+    the user ends. Audited as `user.password` (never the password or its hash).
+    """
+    from core.errors import NotFoundError, PermissionDenied
+    from core.permissions import Action, require
+
+    now = as_utc(now)
+    user = session.get(User, user_id) if isinstance(user_id, int) else None
+    own = actor.user_id is not None and actor.user_id == user_id
+    if not own and not actor.is_system:
+        try:
+            require(actor, Action.MANAGE_USERS)
+        except PermissionDenied:
+            record(session, actor=actor, action="access.denied", now=now,
+                   outcome=AuditOutcome.DENIED,
+                   detail={"operation": "user.password", "user_id": user_id})
+            session.commit()
+            raise
+    if user is None:
+        raise NotFoundError(f"There is no user {user_id!r}.")
+    if own and not _verify(user.password_hash or "", current_password or ""):
+        record(session, actor=actor, action="user.password", now=now,
+               outcome=AuditOutcome.FAILED, detail={"user_id": user_id,
+                                                    "reason": "wrong_current_password"})
+        session.commit()
+        raise AuthError("The current password is not right.")
+    try:
+        from core.users import check_password_strength
+    except ImportError:  # pragma: no cover - only before core/users.py lands
+        pass
+    else:
+        check_password_strength(new_password, username=user.username)
+    user.password_hash = _hash(new_password)
+    user.password_changed_at = now
+    user.failed_logins = 0
+    user.locked_until = None
+    session.add(user)
+    keep = token_hash(keep_token) if (own and keep_token) else None
+    ended = end_user_sessions(session, user_id=user.id, now=now, reason="password_changed",
+                              keep=keep)
+    record(session, actor=actor, action="user.password", now=now,
+           detail={"user_id": user.id, "by": "self" if own else "admin",
+                   "sessions_ended": ended})
+    return ended
+
+
 def display_name(session: Session, user_id: int | None) -> str:
     if user_id is None:
         return "system"

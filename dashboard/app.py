@@ -17,7 +17,7 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from core.auth import sign_out  # noqa: E402
+from core.auth import sign_out_everywhere  # noqa: E402
 from core.config import get_settings  # noqa: E402
 from core.db import get_engine, session_scope  # noqa: E402
 from core.timeutil import utcnow  # noqa: E402
@@ -34,7 +34,8 @@ st.set_option("client.showErrorDetails", "none")
 def _sign_out() -> None:
     token = st.session_state.get(guard.TOKEN_KEY)
     with session_scope(get_engine()) as session:
-        sign_out(session, token=token, now=utcnow())
+        # Signing out ends this user's sessions in every browser, not just this one.
+        sign_out_everywhere(session, token=token, now=utcnow())
     st.session_state.clear()
     st.session_state[guard.ENDED_KEY] = "You have signed out."
 
