@@ -1,0 +1,186 @@
+"""`python -m benchmarks` (`make bench`): build or reuse the databases, measure every
+figure beside the naive way and the floor, print the table, keep the results under
+benchmarks/out/ and regenerate the README's bench section.
+
+    python -m benchmarks --sizes 100000,1000000 --backends sqlite,postgresql --runs 5
+    python -m benchmarks --smoke      # a few hundred cases, both backends, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+from benchmarks import build, machine, report
+from benchmarks.context import Ctx
+from benchmarks.report import Row
+from core.config import PROJECT_ROOT
+from core.db import create_db_engine
+
+OUT_DIR = PROJECT_ROOT / "benchmarks" / "out"
+README = PROJECT_ROOT / "README.md"
+SMOKE_SIZE = 300
+
+
+def _suites() -> list[tuple[str, object]]:
+    from benchmarks.suites import analytics, casepage, export, scan, transitions, triage
+
+    return [("triage", triage.run), ("case page", casepage.run),
+            ("analytics", analytics.run), ("scan", scan.run), ("export", export.run),
+            ("transitions", transitions.run)]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100000,1000000",
+                   help="comma-separated case counts (default: 100000,1000000)")
+    p.add_argument("--backends", default="sqlite,postgresql",
+                   help="comma-separated: sqlite, postgresql (default: both)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs per figure (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    p.add_argument("--seed", type=int, default=build.DEFAULT_SEED)
+    p.add_argument("--only", default="",
+                   help="comma-separated suites to run: triage, case page, analytics, scan, "
+                        "export, transitions (default: all)")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"{SMOKE_SIZE} cases on both backends in a temporary folder, 2 runs "
+                        "and no warm-up; "
+                        "never touches benchmarks/data or the README")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
+    p.add_argument("--data-dir", type=Path, default=build.DATA_DIR)
+    p.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    args = p.parse_args(argv)
+    args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for b in args.backends:
+        if b not in ("sqlite", "postgresql"):
+            p.error(f"unknown backend {b!r}")
+    if args.smoke:
+        args.sizes, args.runs, args.warmup, args.no_readme = [SMOKE_SIZE], 2, 0, True
+    return args
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def run_suites(ctx: Ctx, only: set[str]) -> list[Row]:
+    rows: list[Row] = []
+    for name, fn in _suites():
+        if only and name not in only:
+            continue
+        log(f"  - {name} ({ctx.size:,} cases, {ctx.backend})")
+        start = time.perf_counter()
+        try:
+            got = fn(ctx)
+        except Exception as exc:  # one broken suite must not hide the others' figures
+            traceback.print_exc()
+            got = [Row(name, name, error=f"{type(exc).__name__}: {exc}"[:300])]
+        for row in got:
+            row.size, row.backend = ctx.size, ctx.backend
+        rows += got
+        log(f"    {time.perf_counter() - start:.1f} s")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    rows = run(parse_args(argv))
+    return 1 if any(r.error for r in rows) else 0
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    """Everything `make bench` does; returns every row measured."""
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    tmp: Path | None = None
+    if args.smoke:
+        tmp = Path(tempfile.mkdtemp(prefix="casedesk-bench-smoke-"))
+        args.data_dir, args.out_dir = tmp / "data", tmp / "out"
+    cluster = None
+    all_rows: list[Row] = []
+    try:
+        for size in args.sizes:
+            log(f"== {size:,} cases")
+            start = time.perf_counter()
+            sqlite_db = build.build_sqlite(size, seed=args.seed, data_dir=args.data_dir,
+                                           log=log)
+            now = datetime.fromisoformat(sqlite_db.manifest["now"])
+            for backend in args.backends:
+                if backend == "sqlite":
+                    db = sqlite_db
+                    work_url = build.sqlite_work_copy(db, log=log)
+                else:
+                    if cluster is None:
+                        cluster = _start_pg(args, tmp)
+                        if cluster is None:
+                            continue
+                    db = build.build_postgresql(size, sqlite_db=sqlite_db, cluster=cluster,
+                                                data_dir=args.data_dir, log=log)
+                    work_url = build.pg_work_copy(db, cluster=cluster, log=log)
+                log(f"  databases ready after {time.perf_counter() - start:.0f} s")
+                engine = create_db_engine(work_url)
+                ctx = Ctx(backend=backend, size=size, url=work_url, engine=engine,
+                          runs=args.runs, warmup=args.warmup, now=now, log=log,
+                          out_dir=args.out_dir, smoke=args.smoke, cluster=cluster)
+                try:
+                    rows = run_suites(ctx, only)
+                finally:
+                    ctx.close()
+                    engine.dispose()
+                    if backend == "sqlite":
+                        _drop_sqlite_copy(work_url)
+                meta = {"size": size, "backend": backend,
+                        "finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                        "reused": db.reused, "build_seconds": db.manifest.get("build_seconds"),
+                        "runs": args.runs, "now": now.isoformat()}
+                if not only:
+                    report.save_results(args.out_dir, size=size, backend=backend, rows=rows,
+                                        meta=meta)
+                all_rows += rows
+                log("")
+                log(report.render_text(rows))
+                log("")
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    if not args.no_readme and not only:
+        results = report.load_results(args.out_dir)
+        section = report.readme_section(results, machine.describe())
+        if report.update_readme(README, section):
+            log(f"README.md bench section regenerated from {len(results)} result set(s).")
+        else:
+            log("README.md does not exist yet: bench section not written.")
+    return all_rows
+
+
+def _start_pg(args: argparse.Namespace, tmp: Path | None):  # noqa: ANN202
+    from benchmarks.pg import start_kept_cluster
+    from tests.support.pgcluster import PostgresUnavailable
+
+    try:
+        root = (tmp / "pg") if tmp else args.data_dir / "pg"
+        cluster = start_kept_cluster(root)
+    except PostgresUnavailable as exc:
+        log(f"  PostgreSQL unavailable, skipped: {exc}")
+        return None
+    log(f"  PostgreSQL {cluster.port} on {cluster.root}")
+    return cluster
+
+
+def _drop_sqlite_copy(url: str) -> None:
+    path = url.removeprefix("sqlite:///")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

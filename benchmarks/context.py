@@ -1,0 +1,81 @@
+"""What every measurement gets: the working database (engine and bare DBAPI connection),
+the run settings, and the bench's frozen `now`."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+
+@dataclass
+class Ctx:
+    backend: str  # "sqlite" | "postgresql"
+    size: int
+    url: str  # the working copy
+    engine: Engine
+    runs: int
+    now: datetime
+    log: Callable[[str], None]
+    out_dir: Path
+    smoke: bool = False
+    warmup: int = 1
+    cluster: Any = None  # the PostgreSQL cluster (for psql)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.backend == "sqlite"
+
+    @property
+    def sqlite_path(self) -> str:
+        return make_url(self.url).database or ""
+
+    @property
+    def pg_dsn(self) -> str:
+        return self.url.replace("postgresql+psycopg://", "postgresql://")
+
+    def bare(self) -> Any:
+        """A bare DBAPI connection (sqlite3 / psycopg): the floor uses nothing else."""
+        if self.is_sqlite:
+            con = sqlite3.connect(self.sqlite_path, isolation_level=None,
+                                  check_same_thread=False)
+            con.execute("PRAGMA busy_timeout=30000")
+            return con
+        import psycopg
+
+        con = psycopg.connect(self.pg_dsn, autocommit=True)
+        con.execute("SET TIME ZONE 'UTC'")
+        return con
+
+    @contextmanager
+    def bare_connection(self) -> Iterator[Any]:
+        """The suite's one bare connection, opened once: Case Desk's engine keeps a pool,
+        so the floor must not pay for connecting either."""
+        con = self.cache.get("bare")
+        if con is None:
+            con = self.cache["bare"] = self.bare()
+        yield con
+
+    def close(self) -> None:
+        con = self.cache.pop("bare", None)
+        if con is not None:
+            con.close()
+
+    def ts(self, value: datetime) -> Any:
+        """A datetime bound the way each backend stores it: SQLAlchemy keeps SQLite
+        timestamps as UTC text, so a bare query must compare with the same text."""
+        if self.is_sqlite:
+            return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value
+
+    def sql(self, statement: str) -> str:
+        """Bare SQL is written with `?` placeholders; psycopg wants `%s`."""
+        return statement if self.is_sqlite else statement.replace("?", "%s")

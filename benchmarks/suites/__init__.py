@@ -1,0 +1,1 @@
+"""One module per page or job measured; each `run(ctx)` returns report rows."""

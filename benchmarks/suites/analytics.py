@@ -1,0 +1,126 @@
+"""The manager's analytics: the funnel and the stage-time median and 90th percentile per
+state (issue 6), for the demo manager's team, against replaying the events in pandas
+(the naive way) and the least bare SQL that answers the same question (the floor)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from benchmarks.common import actor
+from benchmarks.context import Ctx
+from benchmarks.report import Row, Target
+from benchmarks.timing import Stat, measure
+from core.db import session_scope
+from core.vocab import FUNNEL, Role
+
+_RANK = {s.value: i for i, s in enumerate(FUNNEL)}
+
+
+def _ours(ctx: Ctx):  # noqa: ANN202
+    from core.analytics import CaseFilter, funnel, stage_times
+
+    manager = actor(ctx, Role.MANAGER)
+
+    def run_funnel() -> None:
+        with session_scope(ctx.engine, write=False) as session:
+            funnel(session, manager, CaseFilter())
+
+    def run_stages() -> None:
+        with session_scope(ctx.engine, write=False) as session:
+            stage_times(session, manager, CaseFilter())
+
+    return run_funnel, run_stages
+
+
+def _naive(ctx: Ctx, team_id: int):  # noqa: ANN202
+    """Every event of the team's cases into pandas; the funnel from the furthest state
+    each case reached, stage times by replaying each case's moves in order."""
+
+    def replay() -> tuple[pd.Series, pd.DataFrame]:
+        with ctx.bare_connection() as con:
+            cur = con.cursor()
+            cur.execute(ctx.sql(
+                "SELECT e.id, e.case_id, e.to_state, e.at FROM case_event e "
+                "JOIN cases c ON c.id = e.case_id WHERE c.team_id = ?"), (team_id,))
+            events = pd.DataFrame(cur.fetchall(), columns=["id", "case_id", "to_state", "at"])
+        events["at"] = pd.to_datetime(events["at"], utc=True, format="mixed")
+        events = events.sort_values(["case_id", "at", "id"])
+        furthest = events["to_state"].map(_RANK).groupby(events["case_id"]).max()
+        reached = furthest.value_counts().sort_index(ascending=False).cumsum()
+        nxt = events.groupby("case_id")["at"].shift(-1)
+        events["days"] = (nxt - events["at"]).dt.total_seconds() / 86400.0
+        stays = events.dropna(subset=["days"])
+        stays = stays[stays["to_state"].isin(_RANK)]
+        stats = stays.groupby("to_state")["days"].quantile([0.5, 0.9]).unstack()
+        return reached, stats
+
+    return replay
+
+
+def _pick(values: list[float], p: float) -> float:
+    h = (len(values) - 1) * p
+    lo = math.floor(h)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (h - lo) * (values[hi] - values[lo])
+
+
+def _floor(ctx: Ctx, team_id: int):  # noqa: ANN202
+    """Counts from the case table (a closed case knows the state it left) and the stored
+    stage times: percentile_cont on PostgreSQL; on SQLite, which has none, the values
+    come back sorted and the two ranks are picked out."""
+
+    def run_funnel() -> None:
+        with ctx.bare_connection() as con:
+            con.execute(ctx.sql(
+                "SELECT coalesce(closed_from_state, state), count(*) FROM cases "
+                "WHERE team_id = ? GROUP BY 1"), (team_id,)).fetchall()
+
+    def run_stages() -> None:
+        with ctx.bare_connection() as con:
+            if ctx.is_sqlite:
+                rows = con.execute(
+                    "SELECT e.from_state, e.days_in_from_state FROM case_event e "
+                    "JOIN cases c ON c.id = e.case_id WHERE c.team_id = ? AND "
+                    "e.from_state IS NOT NULL AND e.days_in_from_state IS NOT NULL "
+                    "ORDER BY 1, 2", (team_id,)).fetchall()
+                groups: dict[str, list[float]] = {}
+                for state, days in rows:
+                    groups.setdefault(state, []).append(days)
+                {s: (_pick(v, 0.5), _pick(v, 0.9)) for s, v in groups.items()}
+            else:
+                con.execute(
+                    "SELECT e.from_state, count(*), "
+                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY e.days_in_from_state), "
+                    "percentile_cont(0.9) WITHIN GROUP (ORDER BY e.days_in_from_state) "
+                    "FROM case_event e JOIN cases c ON c.id = e.case_id "
+                    "WHERE c.team_id = %s AND e.from_state IS NOT NULL AND "
+                    "e.days_in_from_state IS NOT NULL GROUP BY 1", (team_id,)).fetchall()
+
+    return run_funnel, run_stages
+
+
+def _sum(a: Stat, b: Stat) -> Stat:
+    return Stat([x + y for x, y in zip(a.values, b.values, strict=False)], a.unit)
+
+
+def run(ctx: Ctx) -> list[Row]:
+    manager = actor(ctx, Role.MANAGER)
+    team_id = manager.team_id
+    ours_funnel, ours_stages = _ours(ctx)
+    floor_funnel, floor_stages = _floor(ctx, team_id)
+    o_f = measure(ours_funnel, runs=ctx.runs, warmup=ctx.warmup)
+    o_s = measure(ours_stages, runs=ctx.runs, warmup=ctx.warmup)
+    f_f = measure(floor_funnel, runs=ctx.runs, warmup=ctx.warmup)
+    f_s = measure(floor_stages, runs=ctx.runs, warmup=ctx.warmup)
+    naive = measure(_naive(ctx, team_id), runs=ctx.runs, warmup=ctx.warmup)
+    note = "the demo manager's team"
+    return [
+        Row("analytics", "analytics: funnel", o_f, None, f_f, note=note),
+        Row("analytics", "analytics: stage-time median + p90", o_s, None, f_s, note=note),
+        Row("analytics", "analytics together (naive: replay events in pandas)",
+            _sum(o_f, o_s), naive, _sum(f_f, f_s),
+            targets=[Target("value", 1000, "≤ 1 s"), Target("vs_naive", 25, "≥ 25× naive")],
+            note=note),
+    ]
