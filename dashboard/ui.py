@@ -12,7 +12,7 @@ from datetime import date, datetime
 import streamlit as st
 
 from core.actor import Actor
-from core.config import get_settings
+from core.config import get_settings  # noqa: F401 - pages use ui.get_settings
 from core.timeutil import as_utc
 from core.vocab import FUNNEL, CaseState
 
@@ -141,3 +141,10 @@ def stepper(state: str) -> None:
 def show_error(exc: Exception) -> None:
     """Domain errors carry messages written for coordinators; show them as they are."""
     st.error(safe(exc), icon=":material/error:")
+
+
+def open_case(case_id: int) -> None:
+    """Go to the case page for `case_id` (the id also goes into the URL, so the page can
+    be bookmarked and reloaded)."""
+    st.session_state["case_id"] = int(case_id)
+    st.switch_page("pages/case.py", query_params={"case": str(int(case_id))})
