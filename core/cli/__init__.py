@@ -7,6 +7,8 @@ import typer
 
 from core.cli import audit as audit_cli
 from core.cli import backup as backup_cli
+from core.cli import export as export_cli
+from core.cli import scan as scan_cli
 from core.cli import setup
 
 app = typer.Typer(
@@ -25,6 +27,8 @@ def _root() -> None:
 setup.register(app)
 audit_cli.register(app)
 backup_cli.register(app)
+export_cli.register(app)
+scan_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
