@@ -37,6 +37,19 @@ PAGES: list[PageSpec] = [
     PageSpec("pages/new_case.py", "New case", ":material/person_add:", "Work",
              Action.CREATE_CASE),
     # issue 6: analytics and exports pages register here (group "Insight").
+    PageSpec("pages/insight_flow.py", "Funnel and pipeline", ":material/filter_alt:",
+             "Insight", Action.VIEW_ANALYTICS),
+    PageSpec("pages/insight_stage_times.py", "Stage times", ":material/timer:", "Insight",
+             Action.VIEW_ANALYTICS),
+    PageSpec("pages/insight_workload.py", "Workload", ":material/groups:", "Insight",
+             Action.VIEW_ANALYTICS),
+    PageSpec("pages/insight_outcomes.py", "Outcomes and time to opinion",
+             ":material/fact_check:", "Insight", Action.VIEW_ANALYTICS),
+    PageSpec("pages/exports.py", "Exports", ":material/download:", "Insight",
+             Action.EXPORT_DEIDENTIFIED),
+    PageSpec("pages/admin_users.py", "Users", ":material/group:", "Admin", Action.MANAGE_USERS),
+    PageSpec("pages/admin_sla.py", "SLA limits", ":material/timer:", "Admin",
+             Action.MANAGE_SLA),
 ]
 
 
