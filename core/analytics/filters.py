@@ -96,3 +96,15 @@ def days_from_date_to_day_of(day_column: Any, ts_column: Any, dialect: Dialect):
 
         return cast(func.timezone("UTC", ts_column), Date) - day_column
     return func.julianday(func.date(ts_column)) - func.julianday(day_column)
+
+
+def teams_in_reach(session, actor: Actor, action: Action) -> list[tuple[int, str]]:  # noqa: ANN001
+    """(id, name) of the teams whose numbers the actor may see, for the team picker."""
+    from sqlmodel import select
+
+    from core.models import Team
+
+    rows = session.exec(
+        select(Team.id, Team.name).where(team_filter(actor, action, Team.id)).order_by(Team.name)
+    ).all()
+    return [(r.id, r.name) for r in rows]
