@@ -17,10 +17,10 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from core import timeutil  # noqa: E402
 from core.auth import sign_out_everywhere  # noqa: E402
 from core.config import get_settings  # noqa: E402
 from core.db import get_engine, session_scope  # noqa: E402
-from core.timeutil import utcnow  # noqa: E402
 from dashboard import guard, login, nav  # noqa: E402
 
 st.set_page_config(page_title="Case Desk", page_icon=":material/medical_services:",
@@ -35,7 +35,7 @@ def _sign_out() -> None:
     token = st.session_state.get(guard.TOKEN_KEY)
     with session_scope(get_engine()) as session:
         # Signing out ends this user's sessions in every browser, not just this one.
-        sign_out_everywhere(session, token=token, now=utcnow())
+        sign_out_everywhere(session, token=token, now=timeutil.utcnow())
     st.session_state.clear()
     st.session_state[guard.ENDED_KEY] = "You have signed out."
 

@@ -14,12 +14,12 @@ import threading
 
 import streamlit as st
 
+from core import timeutil
 from core.actor import Actor
 from core.audit import record_now
 from core.auth import SessionEnded, check_session
 from core.db import get_engine, session_scope
 from core.permissions import Action, can
-from core.timeutil import utcnow
 from core.vocab import AuditOutcome
 
 TOKEN_KEY = "auth_token"
@@ -37,7 +37,7 @@ def authenticate() -> Actor | None:
         return None
     try:
         with session_scope(get_engine()) as session:
-            actor = check_session(session, token=token, now=utcnow())
+            actor = check_session(session, token=token, now=timeutil.utcnow())
     except SessionEnded as ended:
         st.session_state.pop(TOKEN_KEY, None)
         st.session_state[ENDED_KEY] = str(ended)
@@ -67,7 +67,7 @@ def require_page(action: Action) -> Actor:
         login.render()
         st.stop()
     if not can(actor, action):
-        record_now(get_engine(), actor=actor, action="access.denied", now=utcnow(),
+        record_now(get_engine(), actor=actor, action="access.denied", now=timeutil.utcnow(),
                    outcome=AuditOutcome.DENIED, detail={"page": action.value})
         st.error(f"Your role ({actor.role.value}) may not use this page.")
         st.stop()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core import timeutil
 from core.auth import sign_in, sign_in_sso
 from core.config import get_settings
 from core.db import get_engine, session_scope
 from core.errors import AuthError
-from core.timeutil import utcnow
 from dashboard import guard
 
 
@@ -25,7 +25,7 @@ def _sso() -> None:
         return
     try:
         with session_scope(get_engine()) as session:
-            _, token = sign_in_sso(session, email=str(email), now=utcnow())
+            _, token = sign_in_sso(session, email=str(email), now=timeutil.utcnow())
     except AuthError as exc:
         st.error(str(exc))
         st.button("Use another account", on_click=st.logout)
@@ -52,7 +52,7 @@ def render() -> None:
         try:
             with session_scope(get_engine()) as session:
                 _, token = sign_in(session, username=username, password=password,
-                                   now=utcnow())
+                                   now=timeutil.utcnow())
         except AuthError as exc:
             st.error(str(exc))
             st.caption(f"After {settings.lockout_threshold} failed attempts in a row an "

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from core.models import CaseFlag
-from core.permissions import Action, can
+from core.permissions import can
 from core.vocab import Role
 from dashboard import nav
 from tests import factories
