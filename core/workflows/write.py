@@ -90,7 +90,8 @@ def _describe_change(session: Session, case_id: int) -> StaleCaseError:
     if by_id is not None:
         user = session.get(User, by_id)
         who = user.full_name if user else f"user {by_id}"
-    when = as_utc(at).strftime("%Y-%m-%d %H:%M UTC") if at else None
+    # In the service's own time zone: that is the clock on the coordinator's wall.
+    when = as_utc(at).astimezone(get_settings().tz).strftime("%Y-%m-%d %H:%M %Z") if at else None
     return StaleCaseError(case_id, who, when)
 
 
