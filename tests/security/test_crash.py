@@ -11,10 +11,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -22,61 +19,9 @@ from sqlalchemy import func, select
 from core.db import session_scope
 from core.models import AuditEntry
 from tests.security import invariants
-from tests.workflows.helpers import make_world, new_case
+from tests.security.conftest import seed_world
 
-ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 100
-
-
-class Zygote:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.security.crash_driver"], cwd=ROOT,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-
-    def _ask(self, line: str) -> str:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline().strip()
-        assert answer, "the crash driver died (see captured stderr)"
-        return answer
-
-    def start(self, url: str, seed: int, ops: int = 0, result_file: str | None = None) -> int:
-        return int(self._ask(f"run {url} {seed} {ops} {result_file or ''}").split()[1])
-
-    def start_and_wait_ready(self, url: str, seed: int, flag_file: Path) -> int:
-        """Fork a worker that runs until killed; return once it is about to write. Its
-        "ready" line and the zygote's "pid" line may come in either order."""
-        lines = [self._ask(f"run {url} {seed} 0 - {flag_file}"),
-                 self.proc.stdout.readline().strip()]
-        words = dict(line.split() for line in lines)
-        assert words["pid"] == words["ready"], lines
-        return int(words["pid"])
-
-    def warm(self, url: str, ops: int = 30) -> None:
-        assert self._ask(f"warm {url} 0 {ops}") == "warm"
-
-    def wait(self, pid: int) -> str:
-        return self._ask(f"wait {pid}")
-
-    def close(self) -> None:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def zygote():
-    z = Zygote()
-    yield z
-    z.close()
-
-
-def seed_world(engine, now, cases: int = 8) -> None:
-    with session_scope(engine) as session:
-        world = make_world(session, now)
-        for _ in range(cases):
-            new_case(session, world, now)
 
 
 def _audit_rows(engine) -> int:
