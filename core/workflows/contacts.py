@@ -5,12 +5,13 @@ when to try next. Three failed attempts in a row make a case "unreachable" (the 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time
 
 from sqlmodel import Session, select
 
 from core import audit
 from core.actor import Actor
+from core.config import get_settings
 from core.errors import ValidationError
 from core.models import REASON_MAX, Case, ContactAttempt
 from core.permissions import Action
@@ -32,7 +33,7 @@ from core.workflows.write import (
 def log_contact(
     session: Session, *, case_id: int, channel: ContactChannel | str,
     outcome: ContactOutcome | str, actor: Actor, now: datetime, note: str | None = None,
-    next_try_at: datetime | str | None = None, at: datetime | None = None,
+    next_try_at: datetime | date | str | None = None, at: datetime | None = None,
     expected_version: int | None = None,
 ) -> Case:
     """Record one attempt (at `at`, default now; never in the future); returns the case
@@ -47,6 +48,9 @@ def log_contact(
     when = now if at is None else utc(at, field="Contact time")
     if when > now:
         raise ValidationError("A contact attempt cannot be in the future.")
+    if isinstance(next_try_at, date) and not isinstance(next_try_at, datetime):
+        # A day without a time means that morning, in the service's time zone.
+        next_try_at = datetime.combine(next_try_at, time(9), get_settings().tz)
     retry = parse_datetime(next_try_at, field="Next try") if next_try_at is not None else None
     if retry is not None and retry <= when:
         raise ValidationError("The next try must be after this attempt.")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import ast
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
+from core.config import get_settings
 from core.db import session_scope
 from core.errors import GuardFailed, PermissionDenied, ValidationError
-from core.models import AuditEntry, Case, CaseEvent, Patient
+from core.models import AuditEntry, Case, CaseEvent, ContactAttempt, Patient
 from core.vocab import (
     CaseState,
     CloseReason,
@@ -371,3 +372,14 @@ def test_nothing_outside_the_engine_sets_a_case_state():
                 continue  # someone's work in progress; not this test's business
             offenders += [f"{path.relative_to(ROOT)}:{n}" for n in _sets_case_state(tree)]
     assert offenders == []
+
+
+def test_a_next_try_given_as_a_day_means_that_morning_local_time(sqlite_engine, now):
+    with session_scope(sqlite_engine) as s:
+        world = make_world(s, now)
+        case = new_case(s, world, now)
+        contacts.log_contact(s, case_id=case.id, channel="phone", outcome="no_answer",
+                             next_try_at=date(2026, 11, 27), actor=world.coord, now=now)
+        attempt = s.exec(select(ContactAttempt)).one()
+        expected = datetime(2026, 11, 27, 9, 0, tzinfo=get_settings().tz)
+        assert attempt.next_try_at == expected.astimezone(UTC)
