@@ -182,6 +182,7 @@ for move, unmet in d.moves.items():
                          appointment_at=when_local, specialist_id=spec,
                          appointment_mode=mode)
         elif move is Move.CLOSE:
+            st.caption("Close: the case leaves the funnel (with a reason).")
             cc1, cc2 = st.columns([1, 2])
             reason = cc1.selectbox("Reason for closing", [r.value for r in CloseReason],
                                    key="close_reason", format_func=ui.label)
