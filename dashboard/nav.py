@@ -50,6 +50,7 @@ PAGES: list[PageSpec] = [
     PageSpec("pages/admin_users.py", "Users", ":material/group:", "Admin", Action.MANAGE_USERS),
     PageSpec("pages/admin_sla.py", "SLA limits", ":material/timer:", "Admin",
              Action.MANAGE_SLA),
+    PageSpec("pages/audit_log.py", "Audit log", ":material/policy:", "Admin", Action.VIEW_AUDIT),
 ]
 
 
