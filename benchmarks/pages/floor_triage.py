@@ -1,0 +1,28 @@
+"""Benchmark page (the floor): the bare SQL's 50 rows in a table, nothing else."""
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import streamlit as st  # noqa: E402
+
+from benchmarks.context import Ctx  # noqa: E402
+from benchmarks.suites.triage import _FLOOR_SELECT  # noqa: E402
+
+
+@st.cache_resource
+def connection(url: str, backend: str):  # noqa: ANN201
+    ctx = Ctx(backend=backend, size=0, url=url, engine=None, runs=0,
+              now=datetime.fromisoformat(os.environ["BENCH_NOW"]), log=print, out_dir=Path())
+    return ctx, ctx.bare()
+
+
+ctx, con = connection(os.environ["CASEDESK_DATABASE_URL"], os.environ["BENCH_BACKEND"])
+sql = ctx.sql(_FLOOR_SELECT.format(scope="c.team_id = ? AND c.assignee_id = ?", after=""))
+rows = con.execute(sql, (int(os.environ["BENCH_TEAM_ID"]),
+                         int(os.environ["BENCH_USER_ID"]))).fetchall()
+st.title("My day (floor)")
+st.dataframe([tuple(r) for r in rows[:50]], hide_index=True)

@@ -1,0 +1,163 @@
+"""The triage queue (issue 5's `core.queries.triage.queue`): the first page and a page deep
+in the queue (keyset cursors walked there untimed), for the demo coordinator (their own
+cases: the page's default) and the demo manager (everyone in the team), and the page's
+AppTest rerun (benchmarks/apptest.py).
+
+naive: every open case (and every open flag) into pandas, the same urgency order computed
+there, sorted, sliced, then the 50 patients read. floor: the bare SQL of the fastest
+shape - `ORDER BY due_at, id LIMIT 51` over the same scope, no severity ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.common import actor
+from benchmarks.context import Ctx
+from benchmarks.report import Row, Target
+from benchmarks.timing import measure
+from core.actor import Actor
+from core.db import session_scope
+from core.vocab import FlagSeverity, Role
+
+PAGE = 50
+DEEP_OFFSET = 4950  # page 100, as in FIELD-NOTES.md; the last page if there are fewer
+SMOKE_PAGE = 10  # a smoke database's coordinator has a few dozen cases: still two pages
+_RANK = {s.value: s.rank for s in FlagSeverity}
+FAR = pd.Timestamp("9999-12-31", tz="UTC")
+
+
+def _scope_sql(who: Actor) -> tuple[str, tuple]:
+    if who.role is Role.COORDINATOR:
+        return "c.team_id = ? AND c.assignee_id = ?", (who.team_id, who.user_id)
+    return "c.team_id = ?", (who.team_id,)
+
+
+def _page(ctx: Ctx) -> int:
+    return SMOKE_PAGE if ctx.smoke else PAGE
+
+
+def _ours(ctx: Ctx, who: Actor, after=None):  # noqa: ANN001, ANN202
+    from core.queries.triage import TriageFilters, queue
+
+    filters = TriageFilters.default_for(who)
+
+    def first() -> object:
+        with session_scope(ctx.engine, write=False) as session:
+            return queue(session, actor=who, now=ctx.now, filters=filters, after=after,
+                         limit=_page(ctx))
+
+    return first
+
+
+def _deep_cursor(ctx: Ctx, who: Actor) -> tuple[object, int]:
+    """Walk the cursors to the deep page (untimed); returns (cursor, offset reached)."""
+    from core.queries.triage import TriageFilters, queue
+
+    filters = TriageFilters.default_for(who)
+    size = _page(ctx)
+    after, offset, cursors = None, 0, []
+    with session_scope(ctx.engine, write=False) as session:
+        while offset < DEEP_OFFSET:
+            page = queue(session, actor=who, now=ctx.now, filters=filters, after=after,
+                         limit=size)
+            if page.next_cursor is None:
+                break
+            cursors.append(page.next_cursor)
+            after = page.next_cursor
+            offset += size
+    if not cursors:
+        return None, 0
+    # the last full page before the end
+    if offset < DEEP_OFFSET and len(cursors) > 1:
+        return cursors[-2], offset - size
+    return cursors[-1], offset
+
+
+def naive_page(ctx: Ctx, who: Actor, offset: int, size: int = PAGE) -> pd.DataFrame:
+    cases = pd.read_sql("SELECT * FROM cases WHERE state <> 'closed'", ctx.engine)
+    flags = pd.read_sql("SELECT case_id, severity FROM case_flag WHERE resolved_at IS NULL",
+                        ctx.engine)
+    cases = cases[cases["team_id"] == who.team_id]
+    if who.role is Role.COORDINATOR:
+        cases = cases[cases["assignee_id"] == who.user_id]
+    worst = flags["severity"].map(_RANK).groupby(flags["case_id"]).max()
+    flag_rank = cases["id"].map(worst).fillna(0)
+    now = pd.Timestamp(ctx.now)
+    due = pd.to_datetime(cases["due_at"], utc=True, format="mixed")
+    soon = pd.to_datetime(cases["due_soon_at"], utc=True, format="mixed")
+    esc = pd.to_datetime(cases["escalate_at"], utc=True, format="mixed")
+    sla_rank = np.select([esc <= now, due <= now, soon <= now], [3, 2, 1], 0)
+    frame = cases.assign(rank=np.maximum(flag_rank, sla_rank), due_key=due.fillna(FAR),
+                         bio_key=pd.to_datetime(cases["biopsy_date"]).fillna(
+                             pd.Timestamp("9999-12-31")))
+    frame = frame.sort_values(["rank", "due_key", "bio_key", "id"],
+                              ascending=[False, True, True, True])
+    page = frame.iloc[offset:offset + size]
+    ids = ",".join(str(int(i)) for i in page["patient_id"]) or "0"
+    patients = pd.read_sql(f"SELECT id, first_name, last_name, mrn FROM patient "  # noqa: S608
+                           f"WHERE id IN ({ids})", ctx.engine)
+    return page.merge(patients, left_on="patient_id", right_on="id", how="left")
+
+
+_FLOOR_SELECT = (
+    "SELECT c.id, c.version, c.state, c.due_at, c.biopsy_date, c.on_hold, p.first_name, "
+    "p.last_name, p.mrn FROM cases c JOIN patient p ON p.id = c.patient_id "
+    "WHERE c.state <> 'closed' AND c.due_at IS NOT NULL AND {scope}{after} "
+    "ORDER BY c.due_at, c.id LIMIT 51"
+)
+
+
+def floor_page(ctx: Ctx, who: Actor, after: tuple | None):  # noqa: ANN201
+    scope, params = _scope_sql(who)
+    sql = ctx.sql(_FLOOR_SELECT.format(
+        scope=scope, after=" AND (c.due_at, c.id) > (?, ?)" if after else ""))
+    params = params + (after or ())
+
+    def go() -> list:
+        with ctx.bare_connection() as con:
+            return con.execute(sql, params).fetchall()
+
+    return go
+
+
+def _floor_deep_key(ctx: Ctx, who: Actor, offset: int) -> tuple | None:
+    scope, params = _scope_sql(who)
+    sql = ctx.sql(
+        f"SELECT c.due_at, c.id FROM cases c WHERE c.state <> 'closed' AND "  # noqa: S608
+        f"c.due_at IS NOT NULL AND {scope} ORDER BY c.due_at, c.id LIMIT 1 OFFSET ?")
+    with ctx.bare_connection() as con:
+        return con.execute(sql, params + (max(0, offset - 1),)).fetchone()
+
+
+def run(ctx: Ctx) -> list[Row]:
+    from benchmarks import apptest
+
+    rows: list[Row] = []
+    for role, label in ((Role.COORDINATOR, "the coordinator's own cases"),
+                        (Role.MANAGER, "the manager's whole team")):
+        who = actor(ctx, role)
+        ours = measure(_ours(ctx, who), runs=ctx.runs, warmup=ctx.warmup)
+        naive = measure(lambda w=who: naive_page(ctx, w, 0, _page(ctx)), runs=ctx.runs,
+                        warmup=ctx.warmup)
+        floor = measure(floor_page(ctx, who, None), runs=ctx.runs, warmup=ctx.warmup)
+        main = role is Role.COORDINATOR
+        targets = [Target("value", 5, "≤ 5 ms"), Target("vs_naive", 200, "≥ 200× naive")]
+        rows.append(Row("triage", "triage: first page" if main else
+                        "triage: first page, whole team", ours, naive, floor,
+                        targets=targets if main else [], note=label))
+
+        cursor, offset = _deep_cursor(ctx, who)
+        if cursor is None:
+            continue
+        ours = measure(_ours(ctx, who, cursor), runs=ctx.runs, warmup=ctx.warmup)
+        naive = measure(lambda w=who, o=offset: naive_page(ctx, w, o, _page(ctx)),
+                        runs=ctx.runs, warmup=ctx.warmup)
+        key = _floor_deep_key(ctx, who, offset)
+        floor = measure(floor_page(ctx, who, tuple(key) if key else None), runs=ctx.runs,
+                        warmup=ctx.warmup)
+        rows.append(Row("triage", "triage: a deep page" if main else
+                        "triage: a deep page, whole team", ours, naive, floor,
+                        note=f"{label}, rows {offset + 1}-{offset + _page(ctx)}"))
+    rows.append(apptest.run(ctx))
+    return rows
