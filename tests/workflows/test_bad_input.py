@@ -20,7 +20,7 @@ from core.errors import (
     ValidationError,
 )
 from core.models import AuditEntry, Case, CaseEvent, ContactAttempt, Note, RecordItem
-from core.vocab import CaseState, RecordKind, RecordStatus
+from core.vocab import AuditOutcome, CaseState, RecordKind, RecordStatus
 from core.workflows import case_ops, contacts, records
 from core.workflows.engine import move_case
 from core.workflows.intake import create_case_from_assessment
@@ -40,7 +40,8 @@ def snapshot(engine, case_id):
             count(CaseEvent, CaseEvent.case_id == case_id),
             count(Note, Note.case_id == case_id),
             count(ContactAttempt, ContactAttempt.case_id == case_id),
-            count(AuditEntry),
+            # A refusal may itself be audited (access.denied); no change is audited as done.
+            count(AuditEntry, AuditEntry.outcome == AuditOutcome.OK),
             tuple((i.id, i.status, i.requested_at, i.received_at, i.chase_on, i.waive_reason)
                   for i in s.exec(select(RecordItem).where(RecordItem.case_id == case_id)
                                   .order_by(RecordItem.id))),
