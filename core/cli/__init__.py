@@ -7,6 +7,7 @@ import typer
 
 from core.cli import audit as audit_cli
 from core.cli import backup as backup_cli
+from core.cli import demo as demo_cli
 from core.cli import export as export_cli
 from core.cli import scan as scan_cli
 from core.cli import setup
@@ -25,6 +26,7 @@ def _root() -> None:
 
 
 setup.register(app)
+demo_cli.register(app)
 audit_cli.register(app)
 backup_cli.register(app)
 export_cli.register(app)
