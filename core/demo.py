@@ -72,6 +72,8 @@ from core.vocab import (
     TreatmentStatus,
 )
 from core.workflows.clocks import SlaLimit, ensure_default_rules, load_limits, sla_deadlines
+from core.workflows.guards import PATIENT_SOURCE
+from core.workflows.records import checklist_template, facility_for
 
 MAX_CASES = 2_000_000  # beyond this the run takes many minutes and gigabytes: refuse
 DEFAULT_SEED = 42
@@ -227,6 +229,7 @@ REQUIRED, CONDITIONAL, OPTIONAL = (r.value for r in (
 NEEDED, REQUESTED, RECEIVED, WAIVED = (s.value for s in (
     RecordStatus.NEEDED, RecordStatus.REQUESTED, RecordStatus.RECEIVED, RecordStatus.WAIVED))
 _WAIVABLE = {K["PRIOR_COMPARISON"], K["MEDICATION_LIST"]}
+_RELEASE = K["SIGNED_RELEASE"]
 
 TABLES = ("team", "app_user", "specialist", "patient", "cases", "case_event", "record_item",
           "contact_attempt")
@@ -367,8 +370,25 @@ def generate_demo(
         audit.record(session, actor=Actor.system("demo"), action="demo.seed", now=now,
                      detail={"seed": seed, "cases": cases, "events": summary.events,
                              "records": summary.records})
+    refresh_statistics(engine)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """Give the query planner statistics for the rows just bulk-loaded (issue 8).
+
+    Without `sqlite_stat1` SQLite guesses: for the coordinator's queue (`team_id = ? AND
+    assignee_id = ?`) it walked ix_cases_team_state - every case of the team - instead of
+    ix_cases_assignee_state, 25 ms instead of 5 ms of CPU at 100,000 cases and ten times
+    that at 1,000,000. `analysis_limit` keeps ANALYZE to a sample (about a second at a
+    million cases). PostgreSQL's autovacuum would get there too, later.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
 
 
 def _write_sqlite(engine: Engine, write_all: Callable, enforce_constraints: bool) -> None:
@@ -447,6 +467,7 @@ class _Generator:
         self.team_ids: list[int] = []
         self.coordinators: dict[int, list[int]] = {}
         self.specialist_ids: list[int] = []
+        self._templates: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         self._pickers()
         self._name_pools(seed)
 
@@ -685,7 +706,6 @@ class _Generator:
         biopsy_fac = self.facilities[int(rng.random() * len(self.facilities))]
         imaging_fac = (biopsy_fac if rng.random() < 0.3
                        else self.facilities[int(rng.random() * len(self.facilities))])
-        first_doc = self.facilities[int(rng.random() * len(self.facilities))]
         insurer = _INSURERS[int(rng.random() * len(_INSURERS))]
         referral_required = rng.random() < 0.4
         phase = PHASE[last_open]
@@ -787,57 +807,58 @@ class _Generator:
             updated_at=state_entered_ts if updated is state_entered else ts(updated),
             updated_by_id=actor)))
 
-        if phase >= 1:
-            self._records(out["record_item"], case_id, path, times, end, phase, biopsy_fac,
-                          imaging_fac, first_doc, insurer, dx, treatment)
+        self._records(out["record_item"], case_id, path, times, end, phase, biopsy_fac,
+                      imaging_fac, dx, treatment)
         self._contacts(out["contact_attempt"], case_id, path, times, end, close_reason, actor)
         return state
 
-    def _records(self, out: list, case_id: int, path: list[str], times: list[datetime],
-                 end: datetime, phase: int, biopsy_fac: str, imaging_fac: str, first_doc: str,
-                 insurer: str, dx: str, treatment: str) -> None:
-        """The checklist (DESIGN.md section 6), made when the referral starts, with
-        statuses that fit the furthest state the case reached: needed in referral (the
-        signed releases coming in), half in and half being chased in records_requested,
-        every required item received or waived from records_received on."""
-        rng, ts = self.rng, self.ts
-        items = [
-            (K["PATHOLOGY_REPORT"], REQUIRED, biopsy_fac),
-            (K["GLASS_SLIDES"], REQUIRED, biopsy_fac),
-            (K["IMAGING_REPORT"], REQUIRED, imaging_fac),
-            (K["IMAGING_IMAGES"], REQUIRED, imaging_fac),
-            (K["PRIOR_COMPARISON"], REQUIRED, imaging_fac),
-            (K["TREATMENT_RECOMMENDATION"], REQUIRED, first_doc),
-            (K["MEDICATION_LIST"], REQUIRED, first_doc),
-            (K["INSURANCE_REFERRAL"], REQUIRED, insurer),
-        ]
-        if treatment == _TREATMENT_STARTED:
-            items += [(K["OPERATIVE_NOTE"], CONDITIONAL, biopsy_fac),
-                      (K["DISCHARGE_SUMMARY"], CONDITIONAL, biopsy_fac)]
-        if rng.random() < 0.3:
-            items.append((K["GENETIC_RESULTS"], CONDITIONAL, "Genetics laboratory"))
-        if dx == _INVASIVE and rng.random() < 0.4:
-            items.append((K["STAGING_SCANS"], CONDITIONAL, imaging_fac))
-        if rng.random() < 0.35:
-            items.append((K["LABS"], CONDITIONAL, first_doc))
-        if rng.random() < 0.15:
-            items.append((K["PARAFFIN_BLOCKS"], OPTIONAL, biopsy_fac))
-        if rng.random() < 0.25:
-            items.append((K["FAMILY_HISTORY"], OPTIONAL, "Patient"))
+    def _checklist(self, dx: str, treatment: str, biopsy_fac: str, imaging_fac: str
+                   ) -> tuple[list[tuple[str, str, str]], list[str]]:
+        """(kind, requirement, facility) per template item, and the facilities that need
+        a signed release, as `core.workflows.records.build_checklist` makes them."""
+        template = self._templates.get((dx, treatment))
+        if template is None:
+            template = [(t.kind.value, t.requirement.value, t.source) for t in
+                        checklist_template(diagnosis_category=dx, treatment_status=treatment)]
+            self._templates[(dx, treatment)] = template
+        items, facilities = [], []
+        for kind, requirement, source in template:
+            facility = facility_for(source, biopsy_facility=biopsy_fac,
+                                    imaging_facility=imaging_fac)
+            items.append((kind, requirement, facility))
+            if facility != PATIENT_SOURCE and facility not in facilities:
+                facilities.append(facility)
+        return items, facilities
 
+    def _records(self, out: list, case_id: int, path: list[str], times: list[datetime],
+                 end: datetime, phase: int, biopsy_fac: str, imaging_fac: str, dx: str,
+                 treatment: str) -> None:
+        """The checklist (DESIGN.md section 6; the workflow's own template, made at
+        intake) with statuses that fit the furthest state the case reached: all needed
+        while assessed, the signed releases coming in during referral, about half in and
+        the rest being chased in records_requested, every required item received or
+        waived from records_received on."""
+        rng, ts = self.rng, self.ts
+        items, facilities = self._checklist(dx, treatment, biopsy_fac, imaging_fac)
+        if phase == 0:  # the checklist is made at intake: everything still needed
+            updated = ts(times[0])
+            for kind, requirement, facility in items:
+                out.append((self._id("record_item"), case_id, kind, requirement, facility,
+                            NEEDED, None, None, None, None, None, updated))
+            return
         referral_at = times[1]
         # Signed releases, one per source facility, come in during the referral stage
         # (a guard of "request records").
         release_by = times[2] if phase >= 2 else end
-        for facility in {biopsy_fac, imaging_fac}:
+        for facility in facilities:
             req_at = referral_at + (release_by - referral_at) * rng.uniform(0.01, 0.4)
             if phase >= 2 or rng.random() < 0.5:
                 rec_at = req_at + (release_by - req_at) * rng.uniform(0.1, 0.95)
-                out.append((self._id("record_item"), case_id, K["SIGNED_RELEASE"], REQUIRED,
+                out.append((self._id("record_item"), case_id, _RELEASE, REQUIRED,
                             facility, RECEIVED, ts(req_at), ts(rec_at), None, None, None,
                             ts(rec_at)))
             else:
-                out.append((self._id("record_item"), case_id, K["SIGNED_RELEASE"], REQUIRED,
+                out.append((self._id("record_item"), case_id, _RELEASE, REQUIRED,
                             facility, REQUESTED, ts(req_at), None,
                             self.day((req_at + timedelta(days=3)).date()), None, None,
                             ts(req_at)))
