@@ -165,6 +165,23 @@ class Case(SQLModel, table=True):
               postgresql_where=text("state <> 'closed'")),
         Index("ix_cases_team_state", "team_id", "state"),
         Index("ix_cases_assignee_state", "assignee_id", "state"),
+        # The stalled-case scan (core/scan): narrow covering indexes over the open cases
+        # each flag kind looks at, so counting and raising read a few MB of index instead
+        # of every wide case row (measured at 100k cases: 155 ms -> 14 ms per count).
+        Index("ix_cases_scan_sla", "due_soon_at", "due_at", "escalate_at", "on_hold", "state",
+              sqlite_where=text("state <> 'closed' AND due_soon_at IS NOT NULL"),
+              postgresql_where=text("state <> 'closed' AND due_soon_at IS NOT NULL")),
+        Index("ix_cases_scan_patient", "biopsy_date", "state", "outcome_recorded_at",
+              sqlite_where=text("state <> 'closed' AND outcome_recorded_at IS NULL"
+                                " AND biopsy_date IS NOT NULL"),
+              postgresql_where=text("state <> 'closed' AND outcome_recorded_at IS NULL"
+                                    " AND biopsy_date IS NOT NULL")),
+        Index("ix_cases_scan_risk", "planned_treatment_start", "state", "treatment_status",
+              "outcome_recorded_at",
+              sqlite_where=text("state <> 'closed' AND outcome_recorded_at IS NULL"
+                                " AND planned_treatment_start IS NOT NULL"),
+              postgresql_where=text("state <> 'closed' AND outcome_recorded_at IS NULL"
+                                    " AND planned_treatment_start IS NOT NULL")),
     )
 
     id: int | None = Field(default=None, primary_key=True)
