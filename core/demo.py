@@ -42,6 +42,7 @@ from core import audit
 from core.actor import Actor
 from core.errors import CaseDeskError, ValidationError
 from core.models import (
+    DETAIL_MAX,
     Case,
     CaseEvent,
     ContactAttempt,
@@ -71,6 +72,7 @@ from core.vocab import (
     SecondOpinionReason,
     TreatmentStatus,
 )
+from core.workflows.candidacy import candidacy
 from core.workflows.clocks import SlaLimit, ensure_default_rules, load_limits, sla_deadlines
 from core.workflows.guards import PATIENT_SOURCE
 from core.workflows.records import checklist_template, facility_for
@@ -132,8 +134,9 @@ _SOURCES = [(ChangeSource.PATHOLOGY, 45), (ChangeSource.IMAGING, 25),
             (ChangeSource.NEW_BIOPSY, 10), (ChangeSource.GENETICS, 8),
             (ChangeSource.TUMOUR_BOARD, 12)]
 
-_DIAGNOSES = [(DiagnosisCategory.INVASIVE, 70), (DiagnosisCategory.DCIS, 18),
-              (DiagnosisCategory.ATYPIA, 7), (DiagnosisCategory.OTHER, 5)]
+# Diagnoses of candidates (the service reviews these three; `other` is not a candidate).
+_DIAGNOSES = [(DiagnosisCategory.INVASIVE, 74), (DiagnosisCategory.DCIS, 19),
+              (DiagnosisCategory.ATYPIA, 7)]
 _TREATMENT = [(TreatmentStatus.NONE, 68), (TreatmentStatus.SURGERY_BOOKED, 22),
               (TreatmentStatus.TREATMENT_STARTED, 10)]
 _REASONS = [(r, 1.0) for r in SecondOpinionReason]
@@ -224,8 +227,7 @@ COMPLETED = CloseReason.COMPLETED.value
 UNREACHABLE = CloseReason.UNREACHABLE.value
 OTHER = CloseReason.OTHER.value
 K = {k.name: k.value for k in RecordKind}
-REQUIRED, CONDITIONAL, OPTIONAL = (r.value for r in (
-    Requirement.REQUIRED, Requirement.CONDITIONAL, Requirement.OPTIONAL))
+REQUIRED = Requirement.REQUIRED.value
 NEEDED, REQUESTED, RECEIVED, WAIVED = (s.value for s in (
     RecordStatus.NEEDED, RecordStatus.REQUESTED, RecordStatus.RECEIVED, RecordStatus.WAIVED))
 _WAIVABLE = {K["PRIOR_COMPARISON"], K["MEDICATION_LIST"]}
@@ -458,7 +460,9 @@ class _Generator:
     def __init__(self, *, seed: int, now: datetime, limits: dict[str, SlaLimit],
                  holiday_country: str, sqlite: bool, ids: dict[str, int]):
         self.rng = random.Random(seed)
-        self.now = now
+        # Naive UTC inside the hot loop (formatting a naive datetime is about twice as
+        # fast); `ts` puts the zone back where the driver needs it.
+        self.now = now.astimezone(UTC).replace(tzinfo=None)
         self.limits = limits
         self.limit_days = {s: float(v.days) for s, v in limits.items()}
         self.country = holiday_country
@@ -475,7 +479,9 @@ class _Generator:
         """Driver form: SQLite gets SQLAlchemy's own text format (UTC, no offset)."""
         if value is None:
             return None
-        return value.isoformat(" ", "microseconds")[:26] if self.sqlite else value
+        if self.sqlite:
+            return value.isoformat(" ", "microseconds")[:26]
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
     def day(self, value: date | None) -> Any:
         if value is None:
@@ -690,7 +696,12 @@ class _Generator:
             created_at=assessed_ts)))
 
         # --- intake
-        dx = self.pick_dx(rng)
+        if close_reason == NOT_A_CANDIDATE or (state == A and rng.random() < 0.05):
+            # The assessment's own rules decide candidacy: only cases that never left
+            # `assessed` may be outside the diagnoses the service reviews.
+            dx = _OTHER_DX if rng.random() < 0.7 else self.pick_dx(rng)
+        else:
+            dx = self.pick_dx(rng)
         treatment = self.pick_treatment(rng)
         biopsy = assessed_at.date() - timedelta(days=rng.randint(3, 35))
         planned = None
@@ -700,9 +711,11 @@ class _Generator:
             # Close to the planned treatment: the deadline-risk cases.
             treatment = _SURGERY_BOOKED
             planned = now.date() + timedelta(days=rng.randint(3, 21))
-        urgent = (planned is not None and (planned - assessed_at.date()).days < 30) \
-            or rng.random() < 0.08
         reasons = sorted({self.pick_reason(rng) for _ in range(1 + (rng.random() < 0.4))})
+        assessment = candidacy(diagnosis_category=dx, biopsy_date=biopsy,
+                               treatment_status=treatment, planned_treatment_start=planned,
+                               reasons=reasons, today=assessed_at.date())
+        urgent = assessment.urgent
         biopsy_fac = self.facilities[int(rng.random() * len(self.facilities))]
         imaging_fac = (biopsy_fac if rng.random() < 0.3
                        else self.facilities[int(rng.random() * len(self.facilities))])
@@ -787,8 +800,7 @@ class _Generator:
             treatment_status=treatment, planned_treatment_start=self.day(planned),
             second_opinion_reasons=",".join(reasons), biopsy_facility=biopsy_fac,
             imaging_facility=imaging_fac, telehealth_preferred=rng.random() < 0.4,
-            candidacy_reasons=f"Biopsy-proven {dx}; "
-                              f"{', '.join(r.replace('_', ' ') for r in reasons)}",
+            candidacy_reasons=assessment.summary[:DETAIL_MAX],
             assessed_at=assessed_ts, insurer=insurer,
             insurance_member_id=f"{insurer[:3].upper()}{rng.randint(10**8, 10**9 - 1)}",
             referral_required=referral_required, referral_status=referral_status,
@@ -957,8 +969,8 @@ class _Generator:
 
 
 _SURGERY_BOOKED = TreatmentStatus.SURGERY_BOOKED.value
-_TREATMENT_STARTED = TreatmentStatus.TREATMENT_STARTED.value
-_INVASIVE = DiagnosisCategory.INVASIVE.value
+_OTHER_DX = DiagnosisCategory.OTHER.value
+NOT_A_CANDIDATE = CloseReason.NOT_A_CANDIDATE.value
 _REF_NOT_REQUIRED, _REF_PENDING, _REF_OBTAINED, _REF_DENIED = (r.value for r in (
     ReferralStatus.NOT_REQUIRED, ReferralStatus.PENDING, ReferralStatus.OBTAINED,
     ReferralStatus.DENIED))
