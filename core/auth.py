@@ -309,21 +309,14 @@ def change_password(session: Session, *, actor: Actor, user_id: int, new_passwor
     changed it from (`keep_token`). Anyone else needs MANAGE_USERS; then every session of
     the user ends. Audited as `user.password` (never the password or its hash).
     """
-    from core.errors import NotFoundError, PermissionDenied
+    from core.errors import NotFoundError
     from core.permissions import Action, require
 
     now = as_utc(now)
     user = session.get(User, user_id) if isinstance(user_id, int) else None
     own = actor.user_id is not None and actor.user_id == user_id
     if not own and not actor.is_system:
-        try:
-            require(actor, Action.MANAGE_USERS)
-        except PermissionDenied:
-            record(session, actor=actor, action="access.denied", now=now,
-                   outcome=AuditOutcome.DENIED,
-                   detail={"operation": "user.password", "user_id": user_id})
-            session.commit()
-            raise
+        require(actor, Action.MANAGE_USERS)  # refusal audited by session_scope
     if user is None:
         raise NotFoundError(f"There is no user {user_id!r}.")
     if own and not _verify(user.password_hash or "", current_password or ""):

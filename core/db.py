@@ -9,6 +9,8 @@ PostgreSQL: psycopg 3, pre-ping, READ COMMITTED; compare-and-set updates do the 
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -20,6 +22,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from core.config import get_settings
+from core.errors import PermissionDenied
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option carried by write sessions; the SQLite `begin` hook reads it.
@@ -89,22 +92,59 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+# How many session_scopes this thread has open: a refusal is audited only once the
+# outermost one has rolled back, so the audit write never waits (on SQLite, forever) for
+# a lock held by an enclosing transaction of the same thread.
+_scopes = threading.local()
+
+
 @contextmanager
 def session_scope(engine: Engine | None = None, *, write: bool = True) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any error, always close.
 
     `write=False` is for pages and reports that only read: on SQLite they run in a
     deferred transaction and never queue behind writers (WAL).
+
+    A PermissionDenied leaving the outermost scope is audited (`access.denied`, outcome
+    denied) in a transaction of its own after the rollback - every page, CLI command and
+    job goes through here, so no refusal goes unrecorded.
     """
     engine = engine or get_engine()
     bind = engine.execution_options(**{_WRITE_OPTION: True}) if write else engine
-    with Session(bind, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    depth = getattr(_scopes, "depth", 0)
+    _scopes.depth = depth + 1
+    try:
+        with Session(bind, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+    except PermissionDenied as denied:
+        if depth == 0:
+            _scopes.depth = 0
+            _audit_denial(engine, denied)
+        raise
+    finally:
+        _scopes.depth = depth
+
+
+def _audit_denial(engine: Engine, denied: PermissionDenied) -> None:
+    if denied.audited or denied.actor is None:
+        return
+    from core import audit
+    from core.timeutil import utcnow
+    from core.vocab import AuditOutcome
+
+    try:
+        audit.record_now(engine, actor=denied.actor, action="access.denied", now=utcnow(),
+                         case_id=denied.case_id, outcome=AuditOutcome.DENIED,
+                         detail={"action": denied.action, "team_id": denied.team_id,
+                                 "message": str(denied)})
+        denied.audited = True
+    except Exception:  # never hide the refusal behind an audit failure; log it instead
+        logging.getLogger(__name__).exception("could not audit a permission denial")
 
 
 # --- migrations -------------------------------------------------------------------------

@@ -17,7 +17,15 @@ class NotFoundError(CaseDeskError):
 
 
 class PermissionDenied(CaseDeskError):
-    pass
+    """The role or team does not allow it. Carries who was refused what, so the boundary
+    that rolls the work back (core.db.session_scope) can audit the refusal in a
+    transaction of its own - inside the refused transaction it would be rolled back too."""
+
+    def __init__(self, message: str, *, actor: object = None, action: str | None = None,
+                 team_id: int | None = None, case_id: int | None = None):
+        super().__init__(message)
+        self.actor, self.action, self.team_id, self.case_id = actor, action, team_id, case_id
+        self.audited = False  # set once an access.denied row has been written for it
 
 
 class TransitionNotAllowed(CaseDeskError):

@@ -85,10 +85,15 @@ def _verb(action: Action) -> str:
     return action.value.replace("_", " ")
 
 
-def require(actor: Actor, action: Action, team_id: int | None = None) -> None:
+def require(actor: Actor, action: Action, team_id: int | None = None, *,
+            case_id: int | None = None) -> None:
+    """Raise PermissionDenied unless the cell allows it; the refusal is audited by the
+    session_scope it passes through (core.db)."""
     if not can(actor, action, team_id):
         where = " for another team" if scope(actor, action) is Scope.OWN_TEAM else ""
-        raise PermissionDenied(f"Your role ({actor.role.value}) may not {_verb(action)}{where}.")
+        raise PermissionDenied(f"Your role ({actor.role.value}) may not {_verb(action)}{where}.",
+                               actor=actor, action=action.value, team_id=team_id,
+                               case_id=case_id)
 
 
 def team_filter(actor: Actor, action: Action, team_column: ColumnElement) -> ColumnElement[bool]:
@@ -97,5 +102,6 @@ def team_filter(actor: Actor, action: Action, team_column: ColumnElement) -> Col
     if reach is Scope.ALL:
         return true()
     if reach is Scope.NONE or actor.team_id is None:
-        raise PermissionDenied(f"Your role ({actor.role.value}) may not {_verb(action)}.")
+        raise PermissionDenied(f"Your role ({actor.role.value}) may not {_verb(action)}.",
+                               actor=actor, action=action.value)
     return team_column == actor.team_id

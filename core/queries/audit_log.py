@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from core import audit
 from core.actor import Actor
-from core.errors import PermissionDenied, ValidationError
+from core.errors import ValidationError
 from core.models import AuditEntry, User
 from core.permissions import Action, require
 from core.timeutil import as_utc, start_of_day
@@ -52,12 +52,8 @@ class AuditRow:
 
 
 def _require_viewer(session: Session, actor: Actor, now: datetime) -> None:
-    try:
-        require(actor, Action.VIEW_AUDIT)
-    except PermissionDenied:
-        audit.record_now(session.get_bind(), actor=actor, action="access.denied", now=now,
-                         outcome=AuditOutcome.DENIED, detail={"operation": "audit.view"})
-        raise
+    # A refusal is audited by the session_scope it leaves (core.db).
+    require(actor, Action.VIEW_AUDIT)
 
 
 def _validate(f: AuditFilter) -> None:

@@ -63,7 +63,7 @@ def require_case_right(actor: Actor, action: Action, case: Case) -> None:
     (Actor.system) act for the service itself and are not limited by the matrix."""
     if actor.is_system:
         return
-    require(actor, action, case.team_id)
+    require(actor, action, case.team_id, case_id=case.id)
 
 
 def require_team_access(actor: Actor, case: Case) -> None:
@@ -71,7 +71,7 @@ def require_team_access(actor: Actor, case: Case) -> None:
     case (not even its state) from a refusal message."""
     if actor.is_system:
         return
-    require(actor, Action.VIEW_CASE, case.team_id)
+    require(actor, Action.VIEW_CASE, case.team_id, case_id=case.id)
 
 
 def require_open(case: Case, what: str) -> None:
