@@ -9,8 +9,10 @@ from core.cli import audit as audit_cli
 from core.cli import backup as backup_cli
 from core.cli import demo as demo_cli
 from core.cli import export as export_cli
+from core.cli import run as run_cli
 from core.cli import scan as scan_cli
 from core.cli import setup
+from core.cli import users as users_cli
 
 app = typer.Typer(
     name="casedesk",
@@ -27,6 +29,8 @@ def _root() -> None:
 
 setup.register(app)
 demo_cli.register(app)
+run_cli.register(app)
+users_cli.register(app)
 audit_cli.register(app)
 backup_cli.register(app)
 export_cli.register(app)

@@ -69,8 +69,10 @@ def register(app: typer.Typer) -> None:
             None, "--now", help="Reference time, ISO (default: start of today, UTC)"
         ),
     ) -> None:
-        """Add a realistic synthetic service (teams, staff, patients, cases with history)
-        to an EMPTY database. Demo data never mixes with real cases."""
+        """Seed a synthetic service (staff, patients, cases with history) into an EMPTY database.
+
+        Demo data never mixes with real cases. Same --seed and --now give the same data.
+        """
         summary = seed_demo(cases, seed, reference_now(now))
         states = ", ".join(f"{k} {v:,}" for k, v in sorted(summary.by_state.items()))
         typer.echo(
