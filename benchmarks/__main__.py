@@ -9,6 +9,7 @@ benchmarks/out/ and regenerate the README's bench section.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                                                 data_dir=args.data_dir, log=log)
                     work_url = build.pg_work_copy(db, cluster=cluster, log=log)
                 log(f"  databases ready after {time.perf_counter() - start:.0f} s")
+                load_before = os.getloadavg()[0]
                 engine = create_db_engine(work_url)
                 ctx = Ctx(backend=backend, size=size, url=work_url, engine=engine,
                           runs=args.runs, warmup=args.warmup, now=now, log=log,
@@ -142,7 +144,11 @@ def run(args: argparse.Namespace) -> list[Row]:
                 meta = {"size": size, "backend": backend,
                         "finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "reused": db.reused, "build_seconds": db.manifest.get("build_seconds"),
-                        "runs": args.runs, "now": now.isoformat()}
+                        "runs": args.runs, "now": now.isoformat(),
+                        "method": db.manifest.get("method")
+                        or sqlite_db.manifest.get("method", ""),
+                        # two cores shared with everyone's test suites: say how busy
+                        "load": f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}"}
                 if not only:
                     report.save_results(args.out_dir, size=size, backend=backend, rows=rows,
                                         meta=meta)
