@@ -20,6 +20,7 @@ from core import audit
 from core.actor import Actor
 from core.errors import NotFoundError, ValidationError
 from core.models import NAME_MAX, Team, User
+from core.permissions import Action, require
 from core.validation import clean_text, require_text
 from core.vocab import Role
 
@@ -83,6 +84,14 @@ def _find_team(session: Session, *, team_name: str | None, team_id: int | None,
     return team
 
 
+def _require_manage_users(actor: Actor) -> None:
+    """MANAGE_USERS from the matrix, checked here as well as on the page, so no caller can
+    skip it; the CLI acts as Actor.system (whoever runs it already holds the database).
+    A refusal is audited by the session_scope it leaves (core.db)."""
+    if not actor.is_system:
+        require(actor, Action.MANAGE_USERS)
+
+
 def create_user(
     session: Session,
     *,
@@ -99,6 +108,7 @@ def create_user(
 ) -> User:
     """Add an account. Coordinators and managers need a team; the team must exist unless
     `create_team` is set. Audited as `user.add` (no password, no hash in the log)."""
+    _require_manage_users(actor)
     username = require_text(username, field="Username", max_length=64).lower()
     if not USERNAME_PATTERN.fullmatch(username):
         raise ValidationError(
@@ -149,6 +159,7 @@ def count_users(session: Session) -> int:
 
 def disable_user(session: Session, *, username: str, actor: Actor, now: datetime) -> User:
     """Disable an account (it stays for the history and the audit log). Audited."""
+    _require_manage_users(actor)
     name = (username or "").strip().lower()
     user = session.execute(select(User).where(User.username == name)).scalars().first()
     if user is None:
