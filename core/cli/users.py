@@ -18,6 +18,17 @@ from core.vocab import Role
 user_app = typer.Typer(help="Add, list and disable user accounts.", no_args_is_help=True)
 
 
+def _ready_engine():  # noqa: ANN202
+    """The engine, once we know the schema is there (a clear message instead of 'no such
+    table' on a database that was never initialised)."""
+    from core.db import has_schema
+
+    eng = engine()
+    if not has_schema(eng):
+        fail("The database has no tables yet: run `casedesk init` first.")
+    return eng
+
+
 def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         line = sys.stdin.readline()
@@ -47,7 +58,7 @@ def add(
     from core.timeutil import utcnow
     from core.users import check_password_strength, create_user
 
-    eng = engine()  # settings errors surface before the prompt
+    eng = _ready_engine()  # settings and schema errors surface before the prompt
     password = _read_password(password_stdin)
     check_password_strength(password, username=username)
     with session_scope(eng) as session:
@@ -66,7 +77,7 @@ def list_(
     from core.db import session_scope
     from core.users import list_users
 
-    with session_scope(engine(), write=False) as session:
+    with session_scope(_ready_engine(), write=False) as session:
         rows = list_users(session, include_disabled=not active_only)
     if not rows:
         typer.echo("No users yet. Add one with: casedesk user add <username> ...")
@@ -86,7 +97,7 @@ def disable(username: str = typer.Argument(..., help="The account to disable")) 
     from core.timeutil import utcnow
     from core.users import disable_user
 
-    with session_scope(engine()) as session:
+    with session_scope(_ready_engine()) as session:
         user = disable_user(session, username=username, actor=Actor.system("cli"),
                             now=utcnow())
     typer.echo(f"Disabled {user.username}.")
