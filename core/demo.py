@@ -212,6 +212,15 @@ class _Picker:
         return self.values[bisect(self.cum, rng.random() * self.total)]
 
 
+def _ri(rng: random.Random, low: int, high: int) -> int:
+    """randint in one step (random.randint goes through three Python frames)."""
+    return low + int(rng.random() * (high - low + 1))
+
+
+def _pick(rng: random.Random, seq: Sequence) -> Any:
+    return seq[int(rng.random() * len(seq))]
+
+
 def _ascii(value: str) -> str:
     folded = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
     return "".join(ch for ch in folded.lower() if ch.isalnum())
@@ -519,7 +528,7 @@ class _Generator:
         self.addresses = [(us.street_address(), us.city(), us.state_abbr(), us.zipcode())
                           for _ in range(600)]
         self.staff_names = [(us.first_name(), us.last_name()) for _ in range(1200)]
-        self.facilities = [f"{us.city()} {self.rng.choice(_FACILITY_KINDS)}"
+        self.facilities = [f"{us.city()} {_pick(self.rng, _FACILITY_KINDS)}"
                            for _ in range(80)]
 
     def _id(self, table: str) -> int:
@@ -577,7 +586,7 @@ class _Generator:
             sid = self._id("specialist")
             spec_rows.append(dict(
                 id=sid, name=f"Dr. {first} {last}", specialty=_SPECIALTIES[i % len(_SPECIALTIES)],
-                institution=rng.choice(_INSTITUTIONS), telehealth=rng.random() < 0.8,
+                institution=_pick(rng, _INSTITUTIONS), telehealth=rng.random() < 0.8,
                 is_active=True))
             self.specialist_ids.append(sid)
         return {"team": [_AS_TUPLE["team"](r) for r in team_rows],
@@ -691,7 +700,7 @@ class _Generator:
             id=patient_id, mrn=f"CD{patient_id:08d}", first_name=first, last_name=last,
             search_name=search_key(f"{first} {last}"),
             date_of_birth=self.day(assessed_at.date() - timedelta(days=age_days)),
-            phone=f"({rng.randint(201, 989)}) 555-{rng.randint(0, 9999):04d}", email=email,
+            phone=f"({_ri(rng, 201, 989)}) 555-{_ri(rng, 0, 9999):04d}", email=email,
             address_line=street, city=city, region=region, zip_code=zip_code,
             created_at=assessed_ts)))
 
@@ -703,14 +712,14 @@ class _Generator:
         else:
             dx = self.pick_dx(rng)
         treatment = self.pick_treatment(rng)
-        biopsy = assessed_at.date() - timedelta(days=rng.randint(3, 35))
+        biopsy = assessed_at.date() - timedelta(days=_ri(rng, 3, 35))
         planned = None
         if treatment == _SURGERY_BOOKED:
-            planned = assessed_at.date() + timedelta(days=rng.randint(14, 50))
+            planned = assessed_at.date() + timedelta(days=_ri(rng, 14, 50))
         if state in (RF, RQ, RV) and rng.random() < 0.15:
             # Close to the planned treatment: the deadline-risk cases.
             treatment = _SURGERY_BOOKED
-            planned = now.date() + timedelta(days=rng.randint(3, 21))
+            planned = now.date() + timedelta(days=_ri(rng, 3, 21))
         reasons = sorted({self.pick_reason(rng) for _ in range(1 + (rng.random() < 0.4))})
         assessment = candidacy(diagnosis_category=dx, biopsy_date=biopsy,
                                treatment_status=treatment, planned_treatment_start=planned,
@@ -747,9 +756,9 @@ class _Generator:
             if to == CL:
                 reason = close_reason.replace("_", " ")
             elif frm == RV and to == RQ:
-                reason = rng.choice(_MISSING_REASONS)
+                reason = _pick(rng, _MISSING_REASONS)
             elif frm == SC and to == RV:
-                reason = rng.choice(_CANCEL_REASONS)
+                reason = _pick(rng, _CANCEL_REASONS)
                 no_shows += reason == _NO_SHOW
             events.append((self._id("case_event"), case_id, frm, to, ts(times[i]), actor,
                            reason, round((times[i] - times[i - 1]).total_seconds() / 86400, 4),
@@ -783,9 +792,9 @@ class _Generator:
         on_hold = state in (RF, RQ, SC) and rng.random() < 0.04
         hold_reason = hold_started = hold_until = None
         if on_hold:
-            hold_reason = rng.choice(_HOLD_REASONS)
+            hold_reason = _pick(rng, _HOLD_REASONS)
             hold_started = ts(state_entered + (now - state_entered) * 0.5)
-            hold_until = self.day(now.date() + timedelta(days=rng.randint(1, 14)))
+            hold_until = self.day(now.date() + timedelta(days=_ri(rng, 1, 14)))
         deadlines = sla_deadlines(
             state=state, state_entered_at=state_entered, paused_seconds=0, on_hold=on_hold,
             outcome_recorded=outcome_at is not None, limits=self.limits,
@@ -802,9 +811,9 @@ class _Generator:
             imaging_facility=imaging_fac, telehealth_preferred=rng.random() < 0.4,
             candidacy_reasons=assessment.summary[:DETAIL_MAX],
             assessed_at=assessed_ts, insurer=insurer,
-            insurance_member_id=f"{insurer[:3].upper()}{rng.randint(10**8, 10**9 - 1)}",
+            insurance_member_id=f"{insurer[:3].upper()}{_ri(rng, 10**8, 10**9 - 1)}",
             referral_required=referral_required, referral_status=referral_status,
-            authorization_number=(f"AUTH-{rng.randint(10**6, 10**7 - 1)}"
+            authorization_number=(f"AUTH-{_ri(rng, 10**6, 10**7 - 1)}"
                                   if referral_status == _REF_OBTAINED else None),
             specialist_id=specialist, appointment_at=ts(appointment), appointment_mode=mode,
             no_show_count=no_shows, on_hold=on_hold, hold_reason=hold_reason,
@@ -814,7 +823,7 @@ class _Generator:
             outcome_diagnosis=diagnosis, outcome_plan=plan, outcome_sources=sources,
             additional_cancer_found=extra, outcome_recorded_at=ts(outcome_at),
             close_reason=close_reason,
-            close_note=rng.choice(_OTHER_NOTES) if close_reason == OTHER else None,
+            close_note=_pick(rng, _OTHER_NOTES) if close_reason == OTHER else None,
             closed_from_state=closed_from, created_at=assessed_ts,
             updated_at=state_entered_ts if updated is state_entered else ts(updated),
             updated_by_id=actor)))
@@ -897,13 +906,13 @@ class _Generator:
                 u = rng.random()
                 if requirement == REQUIRED:
                     if kind in _WAIVABLE and u < 0.04:
-                        status, waive = WAIVED, rng.choice(_WAIVE_REASONS)
+                        status, waive = WAIVED, _pick(rng, _WAIVE_REASONS)
                     else:
                         status = RECEIVED
                 elif u < 0.8:
                     status = RECEIVED
                 elif u < 0.9:
-                    status, waive = WAIVED, rng.choice(_WAIVE_REASONS)
+                    status, waive = WAIVED, _pick(rng, _WAIVE_REASONS)
                 else:
                     status = REQUESTED
                 if status == RECEIVED:
@@ -921,7 +930,7 @@ class _Generator:
                         req_ts, rec_ts,
                         self.day((req_at + timedelta(days=5)).date()) if status == REQUESTED
                         else None,
-                        f"1Z{rng.randint(10**11, 10**12 - 1)}" if kind == slides else None,
+                        f"1Z{_ri(rng, 10**11, 10**12 - 1)}" if kind == slides else None,
                         waive, rec_ts or req_ts))
 
     def _contacts(self, out: list, case_id: int, path: list[str], times: list[datetime],
@@ -931,7 +940,7 @@ class _Generator:
         rng, ts = self.rng, self.ts
 
         def attempt(at: datetime, ok: bool) -> None:
-            channel = _PHONE if rng.random() < 0.8 else rng.choice(_OTHER_CHANNELS)
+            channel = _PHONE if rng.random() < 0.8 else _pick(rng, _OTHER_CHANNELS)
             if ok:
                 outcome = _REACHED
             elif channel == _PHONE:
@@ -947,17 +956,17 @@ class _Generator:
                           for _ in range(k))
 
         if close_reason == UNREACHABLE:
-            for at in spread(times[-2], end, rng.randint(3, 5)):
+            for at in spread(times[-2], end, _ri(rng, 3, 5)):
                 attempt(at, False)
             return
         if len(path) == 1:  # still assessed: calls so far, maybe none answered yet
-            failures = rng.choice((0, 0, 1, 1, 2, 3, 3, 4))
+            failures = _pick(rng, (0, 0, 1, 1, 2, 3, 3, 4))
             for at in spread(times[0], end, failures):
                 attempt(at, False)
             if failures < 3 and rng.random() < 0.4:
                 attempt(end - timedelta(minutes=rng.uniform(1, 60)), True)
             return
-        failures = rng.choice((0, 0, 0, 1, 1, 2))
+        failures = _pick(rng, (0, 0, 0, 1, 1, 2))
         ats = spread(times[0], times[1], failures + 1)
         for at in ats[:-1]:
             attempt(at, False)
