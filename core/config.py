@@ -95,8 +95,12 @@ class Settings(BaseSettings):
     def _known_country(cls, value: str) -> str:
         import holidays
 
-        if value.upper() not in holidays.list_supported_countries():
-            raise ValueError(f"unknown holiday country {value!r}")
+        # country_holidays imports only that country's module; listing every supported
+        # country would import all of them (about a second on every process start).
+        try:
+            holidays.country_holidays(value.upper(), years=2026)
+        except NotImplementedError:
+            raise ValueError(f"unknown holiday country {value!r}") from None
         return value.upper()
 
     @model_validator(mode="after")
