@@ -27,6 +27,7 @@ class ProcResult:
     peak_mb: float
     returncode: int
     stderr: str
+    cpu_seconds: float = float("nan")  # user + system of the child
 
 
 def run_measured(cmd: list[str], *, stdout_path: Path | None = None,
@@ -35,7 +36,7 @@ def run_measured(cmd: list[str], *, stdout_path: Path | None = None,
         report = Path(fh.name)
     try:
         if Path(TIME).exists():
-            wrapped = [TIME, "-f", "%M", "-o", str(report), *cmd]
+            wrapped = [TIME, "-f", "%M %U %S", "-o", str(report), *cmd]
         else:
             wrapped = [sys.executable, "-S", __file__, str(report), *cmd]
         out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL  # noqa: SIM115
@@ -49,9 +50,11 @@ def run_measured(cmd: list[str], *, stdout_path: Path | None = None,
                 out.close()
         lines = [ln for ln in report.read_text().splitlines() if ln.strip()]
         # /usr/bin/time prints "Command exited with non-zero status N" before the figure.
-        kb = float(lines[-1].split()[-1]) if lines else float("nan")
+        fields = lines[-1].split() if lines else []
+        kb = float(fields[0]) if fields else float("nan")
+        cpu = float(fields[1]) + float(fields[2]) if len(fields) >= 3 else float("nan")
         return ProcResult(seconds, kb / 1024.0, done.returncode,
-                          done.stderr.decode("utf-8", "replace")[-3000:])
+                          done.stderr.decode("utf-8", "replace")[-3000:], cpu)
     finally:
         report.unlink(missing_ok=True)
 
@@ -66,7 +69,7 @@ def _helper(argv: list[str]) -> int:
         finally:
             os._exit(127)
     _, status, usage = os.wait4(pid, 0)
-    Path(report).write_text(f"{usage.ru_maxrss}\n")
+    Path(report).write_text(f"{usage.ru_maxrss} {usage.ru_utime} {usage.ru_stime}\n")
     return os.waitstatus_to_exitcode(status)
 
 

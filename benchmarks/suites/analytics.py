@@ -19,7 +19,9 @@ _RANK = {s.value: i for i, s in enumerate(FUNNEL)}
 
 
 def _ours(ctx: Ctx):  # noqa: ANN202
-    from core.analytics import CaseFilter, funnel, stage_times
+    from core.analytics.filters import CaseFilter
+    from core.analytics.funnel import funnel
+    from core.analytics.stage_times import stage_times
 
     manager = actor(ctx, Role.MANAGER)
 
@@ -102,7 +104,8 @@ def _floor(ctx: Ctx, team_id: int):  # noqa: ANN202
 
 
 def _sum(a: Stat, b: Stat) -> Stat:
-    return Stat([x + y for x, y in zip(a.values, b.values, strict=False)], a.unit)
+    return Stat([x + y for x, y in zip(a.values, b.values, strict=False)], a.unit,
+                cpu=[x + y for x, y in zip(a.cpu, b.cpu, strict=False)])
 
 
 def run(ctx: Ctx) -> list[Row]:

@@ -81,7 +81,7 @@ def _series(ctx: Ctx, make_cmd, tmp: Path, *, to_stdout: bool,  # noqa: ANN001
             header: list | None = None) -> tuple[Stat, Stat, int]:
     """Warm-up, then the runs: (seconds as ms, peak MB, rows written). The first file's
     CSV header goes into `header` when one is given."""
-    times, peaks, rows = [], [], 0
+    times, peaks, cpu, rows = [], [], [], 0
     total = ctx.warmup + ctx.runs
     k = 0
     while k < total:
@@ -100,10 +100,11 @@ def _series(ctx: Ctx, make_cmd, tmp: Path, *, to_stdout: bool,  # noqa: ANN001
         if k >= ctx.warmup:
             times.append(res.seconds * 1000.0)
             peaks.append(res.peak_mb)
+            cpu.append(res.cpu_seconds * 1000.0)
         elif res.seconds > SLOW_SECONDS:
             total = min(total, ctx.warmup + SLOW_RUNS)
         k += 1
-    return Stat(times), Stat(peaks, "MB"), rows
+    return Stat(times, cpu=cpu), Stat(peaks, "MB"), rows
 
 
 def run(ctx: Ctx) -> list[Row]:
