@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                     work_url = build.pg_work_copy(db, cluster=cluster, log=log)
                 log(f"  databases ready after {time.perf_counter() - start:.0f} s")
                 load_before = os.getloadavg()[0]
+                calibration = machine.calibrate()
                 engine = create_db_engine(work_url)
                 ctx = Ctx(backend=backend, size=size, url=work_url, engine=engine,
                           runs=args.runs, warmup=args.warmup, now=now, log=log,
@@ -148,7 +149,8 @@ def run(args: argparse.Namespace) -> list[Row]:
                         "method": db.manifest.get("method")
                         or sqlite_db.manifest.get("method", ""),
                         # two cores shared with everyone's test suites: say how busy
-                        "load": f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}"}
+                        "load": f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}",
+                        "calibration": calibration}
                 if not only:
                     report.save_results(args.out_dir, size=size, backend=backend, rows=rows,
                                         meta=meta)

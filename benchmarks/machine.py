@@ -62,3 +62,17 @@ def describe() -> dict[str, str]:
         "pandas": _pkg("pandas"),
         "streamlit": _pkg("streamlit"),
     }
+
+
+def calibrate() -> str:
+    """How busy the machine is, in one line: a fixed piece of pure Python, timed by the
+    wall clock and by this process's CPU clock (their ratio is roughly how many processes
+    want each core)."""
+    import time
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(10):
+        sum(range(1_000_000))
+    wall = (time.perf_counter() - wall) * 100.0
+    cpu = (time.process_time() - cpu) * 100.0
+    return f"sum(range(10**6)): {cpu:.0f} ms CPU, {wall:.0f} ms wall"
