@@ -3,6 +3,7 @@
 # changed, so they are quick once everything is in place.
 
 PYTHON ?= python3
+PORT ?= 8501
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: $(STAMP)
-	CASEDESK_DEMO_MODE=true $(BIN)/casedesk run --demo
+	CASEDESK_DEMO_MODE=true $(BIN)/casedesk run --demo --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
