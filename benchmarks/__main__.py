@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated: sqlite, postgresql (default: both)")
     p.add_argument("--runs", type=int, default=5, help="timed runs per figure (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    p.add_argument("--naive-runs", type=int, default=None,
+                   help="timed runs of the naive ways, with no warm-up when fewer than "
+                        "--runs (default: as --runs; they take minutes each at 1,000,000)")
     p.add_argument("--seed", type=int, default=build.DEFAULT_SEED)
     p.add_argument("--only", default="",
                    help="comma-separated suites to run: triage, case page, analytics, scan, "
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                 engine = create_db_engine(work_url)
                 ctx = Ctx(backend=backend, size=size, url=work_url, engine=engine,
                           runs=args.runs, warmup=args.warmup, now=now, log=log,
+                          naive_runs=args.naive_runs,
                           out_dir=args.out_dir, smoke=args.smoke, cluster=cluster)
                 try:
                     rows = run_suites(ctx, only)

@@ -108,12 +108,12 @@ def run(ctx: Ctx) -> Row:
     extra = {"BENCH_TEAM_ID": str(who.team_id), "BENCH_USER_ID": str(who.user_id),
              "BENCH_BACKEND": ctx.backend}
     stats = []
-    for script in ("naive_triage.py", "floor_triage.py"):
+    for script, kw in (("naive_triage.py", ctx.naive_kw()),
+                       ("floor_triage.py", {"runs": ctx.runs, "warmup": ctx.warmup})):
         with app_environment(ctx, extra):
             page = AppTest.from_file(str(PAGES / script), default_timeout=300)
             _rerun(page)
-            stats.append(measure(lambda p=page: _rerun(p), runs=ctx.runs,
-                                 warmup=ctx.warmup))
+            stats.append(measure(lambda p=page: _rerun(p), **kw))
     import streamlit as st
 
     st.cache_resource.clear()  # the floor page's bare connection

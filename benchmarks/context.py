@@ -27,8 +27,16 @@ class Ctx:
     out_dir: Path
     smoke: bool = False
     warmup: int = 1
+    naive_runs: int | None = None  # fewer runs for the naive ways (they take minutes at 1M)
     cluster: Any = None  # the PostgreSQL cluster (for psql)
     cache: dict[str, Any] = field(default_factory=dict)
+
+    def naive_kw(self) -> dict[str, int]:
+        """measure() arguments for a naive way: its own run count, and no warm-up when
+        that is capped (the naive ways read what the measured ways already warmed)."""
+        if self.naive_runs is None or self.naive_runs >= self.runs:
+            return {"runs": self.runs, "warmup": self.warmup}
+        return {"runs": self.naive_runs, "warmup": 0}
 
     @property
     def is_sqlite(self) -> bool:

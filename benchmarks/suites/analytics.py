@@ -117,7 +117,7 @@ def run(ctx: Ctx) -> list[Row]:
     o_s = measure(ours_stages, runs=ctx.runs, warmup=ctx.warmup)
     f_f = measure(floor_funnel, runs=ctx.runs, warmup=ctx.warmup)
     f_s = measure(floor_stages, runs=ctx.runs, warmup=ctx.warmup)
-    naive = measure(_naive(ctx, team_id), runs=ctx.runs, warmup=ctx.warmup)
+    naive = measure(_naive(ctx, team_id), **ctx.naive_kw())
     note = "the demo manager's team"
     return [
         Row("analytics", "analytics: funnel", o_f, None, f_f, note=note),

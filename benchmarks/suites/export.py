@@ -95,11 +95,13 @@ def _naive_cmd(ctx: Ctx, out: Path) -> list[str]:
 
 
 def _series(ctx: Ctx, make_cmd, tmp: Path, *, to_stdout: bool,  # noqa: ANN001
-            header: list | None = None) -> tuple[Stat, Stat, int]:
+            header: list | None = None, runs: int | None = None,
+            warmup: int | None = None) -> tuple[Stat, Stat, int]:
     """Warm-up, then the runs: (seconds as ms, peak MB, rows written). The first file's
     CSV header goes into `header` when one is given."""
     times, peaks, cpu, rows = [], [], [], 0
-    total = ctx.warmup + ctx.runs
+    warmup = ctx.warmup if warmup is None else warmup
+    total = warmup + (ctx.runs if runs is None else runs)
     k = 0
     while k < total:
         out = tmp / f"export-{k}.csv"
@@ -114,12 +116,12 @@ def _series(ctx: Ctx, make_cmd, tmp: Path, *, to_stdout: bool,  # noqa: ANN001
         with open(out, "rb") as fh:
             rows = sum(1 for _ in fh) - 1
         out.unlink()
-        if k >= ctx.warmup:
+        if k >= warmup:
             times.append(res.seconds * 1000.0)
             peaks.append(res.peak_mb)
             cpu.append(res.cpu_seconds * 1000.0)
         elif res.seconds > SLOW_SECONDS:
-            total = min(total, ctx.warmup + SLOW_RUNS)
+            total = min(total, warmup + SLOW_RUNS)
         k += 1
     return Stat(times, cpu=cpu), Stat(peaks, "MB"), rows
 
@@ -132,7 +134,7 @@ def run(ctx: Ctx) -> list[Row]:
         o_time, o_mem, o_rows = _series(ctx, lambda out: _ours_cmd(ctx, out), tmp,
                                         to_stdout=False, header=header)
         n_time, n_mem, n_rows = _series(ctx, lambda out: _naive_cmd(ctx, out), tmp,
-                                        to_stdout=False)
+                                        to_stdout=False, **ctx.naive_kw())
         if n_rows != o_rows:
             raise RuntimeError(f"the naive export wrote {n_rows} rows, ours {o_rows}")
         note = f"{o_rows:,} events"

@@ -138,8 +138,7 @@ def run(ctx: Ctx) -> list[Row]:
                         (Role.MANAGER, "the manager's whole team")):
         who = actor(ctx, role)
         ours = measure(_ours(ctx, who), runs=ctx.runs, warmup=ctx.warmup)
-        naive = measure(lambda w=who: naive_page(ctx, w, 0, _page(ctx)), runs=ctx.runs,
-                        warmup=ctx.warmup)
+        naive = measure(lambda w=who: naive_page(ctx, w, 0, _page(ctx)), **ctx.naive_kw())
         floor = measure(floor_page(ctx, who, None), runs=ctx.runs, warmup=ctx.warmup)
         main = role is Role.COORDINATOR
         targets = [Target("value", 5, "≤ 5 ms"), Target("vs_naive", 200, "≥ 200× naive")]
@@ -152,7 +151,7 @@ def run(ctx: Ctx) -> list[Row]:
             continue
         ours = measure(_ours(ctx, who, cursor), runs=ctx.runs, warmup=ctx.warmup)
         naive = measure(lambda w=who, o=offset: naive_page(ctx, w, o, _page(ctx)),
-                        runs=ctx.runs, warmup=ctx.warmup)
+                        **ctx.naive_kw())
         key = _floor_deep_key(ctx, who, offset)
         floor = measure(floor_page(ctx, who, tuple(key) if key else None), runs=ctx.runs,
                         warmup=ctx.warmup)
