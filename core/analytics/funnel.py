@@ -9,8 +9,8 @@ to records received) or entered the service part-way (imported cases).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import and_, case, exists, func, or_, select
 from sqlmodel import Session
 
@@ -21,6 +21,9 @@ from core.permissions import Action
 from core.timeutil import as_utc
 from core.vocab import FUNNEL, CaseState, FlagKind, FlagSeverity
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 _RANK = {state.value: rank for rank, state in enumerate(FUNNEL)}
 STALLED_SEVERITIES = (FlagSeverity.STALLED.value, FlagSeverity.ESCALATED.value)
 
@@ -28,6 +31,8 @@ STALLED_SEVERITIES = (FlagSeverity.STALLED.value, FlagSeverity.ESCALATED.value)
 def funnel(session: Session, actor: Actor, filt: CaseFilter) -> pd.DataFrame:
     """One row per funnel state: `reached` (cases of the cohort that got at least this far),
     `conversion` from the previous state (None for the first) and `share` of the cohort."""
+    import pandas as pd  # lazily: the exports share this package without it
+
     rank = case(_RANK, value=CaseEvent.to_state, else_=None)
     per_case = (
         select(Case.id.label("case_id"), func.max(rank).label("furthest"))
@@ -78,6 +83,8 @@ def stalled_condition(now: datetime):  # noqa: ANN201 - SQL boolean
 def pipeline(session: Session, actor: Actor, filt: CaseFilter, *, now: datetime) -> pd.DataFrame:
     """Open cases per state right now, with how many of them are stalled. The period does
     not apply (this is a picture of today); the team does."""
+    import pandas as pd  # lazily: the exports share this package without it
+
     stalled = func.sum(case((stalled_condition(now), 1), else_=0))
     rows = session.exec(
         select(Case.state, func.count().label("open"), stalled.label("stalled"))
@@ -101,6 +108,8 @@ def pipeline(session: Session, actor: Actor, filt: CaseFilter, *, now: datetime)
 
 def closed_by_reason(session: Session, actor: Actor, filt: CaseFilter) -> pd.DataFrame:
     """Cases of the cohort that are closed, by reason, most frequent first."""
+    import pandas as pd  # lazily: the exports share this package without it
+
     rows = session.exec(
         select(Case.close_reason, func.count().label("n"))
         .where(*filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_state=False),

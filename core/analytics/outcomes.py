@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import case, func, select
 from sqlmodel import Session
 
@@ -14,6 +14,9 @@ from core.analytics.stats import wilson_interval
 from core.models import Case, CaseEvent, User
 from core.permissions import Action
 from core.vocab import CaseState, OutcomeDiagnosis, OutcomePlan
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Van Such M, Lohr R, Beckman T, Naessens JM. Extent of diagnostic agreement among medical
 # referrals. J Eval Clin Pract 2017;23(4):870-874. Mayo Clinic, n = 286 referrals to its
@@ -32,6 +35,8 @@ OUTCOME_COLUMNS = ["kind", "category", "label", "cases", "total", "share", "ci_l
 def outcomes(session: Session, actor: Actor, filt: CaseFilter) -> pd.DataFrame:
     """Mix of diagnosis outcomes and of plan changes among cases of the cohort whose
     outcome is recorded, each share with its 95 % Wilson interval."""
+    import pandas as pd  # lazily: the exports share this package without it
+
     conds = filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_state=False)
     out = []
     for kind, column, members in (
@@ -69,6 +74,8 @@ def time_to_opinion(session: Session, actor: Actor, filt: CaseFilter) -> pd.Data
     """Per UTC month in which cases were first seen: how many were seen, and the share
     seen within 30, 45 and 60 days of the diagnosing biopsy. Cases without a biopsy
     date cannot be placed and are left out."""
+    import pandas as pd  # lazily: the exports share this package without it
+
     dialect = session.get_bind().dialect
     seen = (
         select(CaseEvent.case_id, func.min(CaseEvent.at).label("seen_at"))
@@ -113,6 +120,8 @@ def crossing_soon(
     """Open cases not yet seen whose patient clock (days since biopsy) will reach
     `threshold_days` within the next `horizon_days`: the ones to push this week.
     The period does not apply (this is about today)."""
+    import pandas as pd  # lazily: the exports share this package without it
+
     today = now.astimezone(tz).date()
     earliest = today - timedelta(days=threshold_days - 1)  # still under the threshold today
     latest = today - timedelta(days=threshold_days - horizon_days)  # crosses by today+horizon

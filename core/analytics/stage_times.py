@@ -16,9 +16,8 @@ For the whole table `filt.state` picks the stage, not the case's current state.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 from sqlalchemy import func, literal
 from sqlmodel import Session, select
 
@@ -28,6 +27,9 @@ from core.analytics.stats import percentile_select
 from core.models import Case, CaseEvent, RecordItem, SlaRule, Team, User
 from core.permissions import Action
 from core.vocab import FUNNEL, CaseState
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Split = Literal["month", "team", "coordinator", "insurer", "facility"]
 SPLITS: tuple[str, ...] = ("month", "team", "coordinator", "insurer", "facility")
@@ -43,6 +45,8 @@ def stage_times(
     session: Session, actor: Actor, filt: CaseFilter, *, by: Split | None = None
 ) -> pd.DataFrame:
     """One row per (state, group): n stays, median and 90th percentile days, SLA limit."""
+    import pandas as pd  # lazily: the exports share this package without it
+
     dialect = session.get_bind().dialect
     stage = CaseEvent.from_state
     if by is None:

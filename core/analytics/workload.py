@@ -4,8 +4,8 @@ at-risk counts, the unassigned pile, and the open cases a manager may reassign."
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import case, exists, func
 from sqlmodel import Session, select
 
@@ -15,6 +15,9 @@ from core.analytics.funnel import stalled_condition
 from core.models import Case, CaseFlag, User
 from core.permissions import Action, team_filter
 from core.vocab import CaseState, FlagKind, Role
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 UNASSIGNED = "Unassigned"
 
@@ -31,6 +34,8 @@ def _at_risk():  # noqa: ANN202 - SQL boolean
 def workload(session: Session, actor: Actor, filt: CaseFilter, *, now: datetime) -> pd.DataFrame:
     """One row per coordinator in reach (also those with nothing open) plus one
     'Unassigned' row: open, stalled, at_risk. Sorted with the heaviest load first."""
+    import pandas as pd  # lazily: the exports share this package without it
+
     conds = filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_period=False,
                                  with_state=False)
     rows = session.exec(
@@ -76,6 +81,8 @@ def reassign_candidates(
 ) -> pd.DataFrame:
     """Open cases in the manager's reach that could be moved to someone else: most
     overdue first. Case ids and workflow facts only, no patient identity."""
+    import pandas as pd  # lazily: the exports share this package without it
+
     stmt = (
         select(
             Case.id.label("case_id"),
@@ -109,6 +116,8 @@ def reassign_candidates(
 
 def reassign_targets(session: Session, actor: Actor, team_id: int | None = None) -> pd.DataFrame:
     """Active coordinators a manager may hand cases to."""
+    import pandas as pd  # lazily: the exports share this package without it
+
     conds = [team_filter(actor, Action.REASSIGN, User.team_id), User.is_active.is_(True),
              User.role == Role.COORDINATOR.value]
     if team_id is not None:
