@@ -200,3 +200,53 @@ def test_an_appointment_text_that_is_not_a_time_is_refused(engine, now):
 def test_direction_controls_are_stripped_by_strip_bidi():
     hostile = f"Ana{RLO}fdp.exe\u2066x\u2069\u200f"
     assert strip_bidi(hostile) == "Anafdp.exex"
+
+
+def test_direction_controls_never_leave_in_an_export_and_formulas_are_neutralised(
+        engine, now, tmp_path):
+    from core.analytics.filters import CaseFilter
+    from core.exports import ExportKind, ExportRequest, export_to_file
+    from core.validation import BIDI_CONTROLS
+
+    with session_scope(engine) as session:
+        world = make_world(session, now)
+        new_case(session, world, now, first_name=f"Ana{RLO}fdp.exe",
+                 last_name="=HYPERLINK(\"http://evil.example\")",
+                 biopsy_facility=f"\u2066St Mary\u2069{RLO}")
+    req = ExportRequest(ExportKind.CASES, CaseFilter(team_id=world.team.id), identified=True,
+                        reason="tumour board review")
+    result = export_to_file(engine, world.mgr, req, tmp_path / "out.csv", now=now)
+    text = (tmp_path / "out.csv").read_text(encoding="utf-8-sig")
+    assert result.rows == 1
+    assert not BIDI_CONTROLS.search(text)
+    assert "Anafdp.exe" in text  # the text itself is kept, only the controls go
+    assert "'=HYPERLINK" in text  # a spreadsheet shows it, never runs it
+
+
+def test_direction_controls_never_reach_a_file_name():
+    from core.exports import safe_file_name
+
+    name = safe_file_name(f"cases-{RLO}vsc.exe")
+    assert RLO not in name and "/" not in safe_file_name("../../etc/passwd")
+    assert not any(c in name for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def test_the_queue_search_finds_a_name_typed_in_another_unicode_form(engine, now):
+    from core.queries.triage import Assignee, TriageFilters, queue
+
+    first, last = NFD_NAME.split()
+    with session_scope(engine) as session:
+        world = make_world(session, now)
+        wanted = new_case(session, world, now, first_name=first, last_name=last)
+        new_case(session, world, now, first_name="Ana", last_name="Silva")
+
+    def search(term):
+        with session_scope(engine) as session:
+            page = queue(session, actor=world.coord, now=now,
+                         filters=TriageFilters(search=term, assignee=Assignee.ANYONE))
+        return {r.case_id for r in page.rows}
+
+    assert search(NFC_NAME) == search(NFD_NAME) == search("JOSÉ muñoz") == {wanted.id}
+    assert search("%") == search("_") == set()  # LIKE wildcards are taken literally
+    with pytest.raises(ValidationError, match="NUL"):
+        search("jos\x00")
