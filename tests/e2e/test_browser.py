@@ -143,6 +143,9 @@ def test_a_coordinators_morning_in_a_real_browser(server):
     from playwright.sync_api import expect, sync_playwright
 
     base, ids, url = server
+    # Two shared cores and a cold JavaScript parse (FIELD-NOTES.md): wait for content, and
+    # give it time - never sleep for a fixed time instead.
+    expect.set_options(timeout=30_000)
     case_id = ids["urgent"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -162,6 +165,13 @@ def test_a_coordinators_morning_in_a_real_browser(server):
         expect(page.get_by_role("combobox", name="Open a case")).to_have_value(
             f"#{case_id} Grace Okafor - Request records")
         page.screenshot(path=str(SCREENSHOTS / "triage.png"))
+        # The table offers no CSV download of its own (exports go through the audited,
+        # de-identified export): hover shows its toolbar, without a download button.
+        page.locator('[data-testid="stDataFrame"]').first.hover()
+        page.locator('[data-testid="stElementToolbar"] button').first.wait_for()
+        names = page.locator('[data-testid="stElementToolbar"] button').evaluate_all(
+            "els => els.map(e => e.getAttribute('aria-label') || e.textContent)")
+        assert names and not any("download" in (n or "").lower() for n in names), names
 
         # Open it.
         page.get_by_role("button", name="Open case").click()
