@@ -152,8 +152,8 @@ def run(ctx: Ctx) -> list[Row]:
     same = {"ours": [], "naive": [], "floor": []}
     changed: list[int] = []
     # The naive ways take tens of seconds at 1,000,000 cases: fewer runs for them.
-    naive_every = 1 if first_naive.ms < 5000 and ctx.naive_kw()["runs"] >= ctx.runs \
-        else ctx.runs
+    capped = ctx.naive_kw()["runs"] < ctx.runs
+    naive_every = 1 if first_naive.ms < 5000 and not capped else ctx.runs
     total = ctx.warmup + ctx.runs
     for k in range(total):
         day = now + timedelta(days=k + 1)
@@ -166,8 +166,9 @@ def run(ctx: Ctx) -> list[Row]:
         if timed_run:
             full["ours"].append(t)
             changed.append(n)
-        # nothing changed since the scan a moment ago
-        if timed_run and (k - ctx.warmup) % naive_every == 0:
+        # nothing changed since the scan a moment ago; with the naive runs capped, its
+        # naive figure is the full scan's (it reads every open case and flag either way)
+        if timed_run and (k - ctx.warmup) % naive_every == 0 and not capped:
             same["naive"].append(_naive(ctx, day))
         if timed_run:
             same["floor"].append(_floor(ctx, day))
@@ -182,6 +183,6 @@ def run(ctx: Ctx) -> list[Row]:
                     targets=[Target("value", 2000, "≤ 2 s")],
                     note=f"~{avg:,} flags changed per day"))
     rows.append(Row("scan", "scan: nothing changed", _stat(same["ours"]),
-                    _stat(same["naive"]), _stat(same["floor"]),
+                    _stat(same["naive"] or full["naive"]), _stat(same["floor"]),
                     targets=[Target("value", 200, "≤ 200 ms")]))
     return rows
