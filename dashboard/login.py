@@ -60,6 +60,12 @@ def render() -> None:
         else:
             _start(token)
             st.rerun()
+    if settings.demo_mode:
+        # Demo mode only (never production): the seeded accounts and their passwords.
+        from core.demo import DEMO_PASSWORDS
+
+        st.caption("Demo accounts: " + ", ".join(
+            f"{role.value} / {password}" for role, password in DEMO_PASSWORDS.items()))
     if settings.oidc_enabled:
         st.divider()
         st.button("Sign in with single sign-on", on_click=st.login, icon=":material/key:")

@@ -113,3 +113,14 @@ def test_a_disabled_account_cannot_sign_in(app_db, make_app):
     at = sign_in(make_app(), "nina")
     assert "Wrong username or password." in [e.value for e in at.error]
     assert "auth_token" not in at.session_state
+
+
+def test_demo_accounts_are_shown_only_in_demo_mode(app_db, make_app, monkeypatch):
+    from core.config import get_settings
+
+    at = make_app().run()
+    assert not any("Demo accounts" in c.value for c in at.caption)
+    monkeypatch.setenv("CASEDESK_DEMO_MODE", "true")
+    get_settings.cache_clear()
+    at = make_app().run()
+    assert any("Demo accounts: coordinator /" in c.value for c in at.caption)
