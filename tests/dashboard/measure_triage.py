@@ -3,7 +3,8 @@
     casedesk demo --cases 100000   # with CASEDESK_DATABASE_URL=sqlite:////tmp/demo100k.db
     .venv/bin/python -m tests.dashboard.measure_triage /tmp/demo100k.db
 
-Works on a copy of the database (signing in writes session and audit rows). Prints the
+Works on a copy of the database (signing in writes session and audit rows; the demo
+accounts get their demo passwords there). Prints the
 median of 7 reruns per demo role, then a search rerun and the second page.
 """
 
@@ -27,7 +28,14 @@ def main(source: str) -> None:
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
-    from core.demo import DEMO_PASSWORDS
+    from core.db import get_engine, session_scope
+    from core.demo import DEMO_PASSWORDS, ensure_demo_accounts
+    from core.timeutil import utcnow
+
+    # `casedesk demo` leaves the demo accounts without passwords until `casedesk run
+    # --demo` sets them; set them on the copy.
+    with session_scope(get_engine()) as session:
+        ensure_demo_accounts(session, utcnow(), demo_mode=True)
 
     # As in tests/dashboard/conftest.py: stay on the entry script for every rerun.
     original = PagesManager.__init__
