@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "and no warm-up; "
                         "never touches benchmarks/data or the README")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
+    p.add_argument("--build-only", action="store_true",
+                   help="build (or check) the databases, say how long that took, measure nothing")
     p.add_argument("--data-dir", type=Path, default=build.DATA_DIR)
     p.add_argument("--out-dir", type=Path, default=OUT_DIR)
     args = p.parse_args(argv)
@@ -122,6 +124,8 @@ def run(args: argparse.Namespace) -> list[Row]:
             for backend in args.backends:
                 if backend == "sqlite":
                     db = sqlite_db
+                    if args.build_only:
+                        continue
                     work_url = build.sqlite_work_copy(db, log=log)
                 else:
                     if cluster is None:
@@ -130,6 +134,8 @@ def run(args: argparse.Namespace) -> list[Row]:
                             continue
                     db = build.build_postgresql(size, sqlite_db=sqlite_db, cluster=cluster,
                                                 data_dir=args.data_dir, log=log)
+                    if args.build_only:
+                        continue
                     work_url = build.pg_work_copy(db, cluster=cluster, log=log)
                 log(f"  databases ready after {time.perf_counter() - start:.0f} s")
                 load_before = os.getloadavg()[0]
@@ -168,7 +174,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    if not args.no_readme and not only:
+    if not args.no_readme and not only and not args.build_only:
         results = report.load_results(args.out_dir)
         section = report.readme_section(results, machine.describe())
         if report.update_readme(README, section):
