@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                 log("")
     finally:
         if cluster is not None:
-            cluster.stop()
+            cluster.stop() if args.smoke else cluster.release(log)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 

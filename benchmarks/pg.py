@@ -38,9 +38,14 @@ class KeptCluster(PgCluster):
                           "-U", self.superuser, "-E", "UTF8", "--locale", "C.UTF-8"),
                 check=True, capture_output=True,
             )
-        # A run killed without stopping the server leaves a stale postmaster.pid; pg_ctl
-        # start copes with a dead pid, but stop any server still running from here first.
-        self.stop()
+        # Another bench process may be using this data directory right now: join its
+        # server rather than restart it under it (a killed run's stale postmaster.pid
+        # names a dead process, and pg_ctl start copes with that).
+        running = self._running_port()
+        if running is not None:
+            self.port, self.started_here = running, False
+            return self
+        self.started_here = True
         subprocess.run(
             self._cmd(str(self.bindir / "pg_ctl"), "-D", str(datadir), "-l",
                       str(self.root / "log"), "-w", "-t", "120", "start",
@@ -48,6 +53,35 @@ class KeptCluster(PgCluster):
             check=True, capture_output=True,
         )
         return self
+
+    def _running_port(self) -> int | None:
+        pid_file = self.root / "data" / "postmaster.pid"
+        try:
+            lines = pid_file.read_text().splitlines()
+            os.kill(int(lines[0]), 0)
+            return int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def release(self, log) -> None:  # noqa: ANN001
+        """Stop the server if this process started it and no other bench process is
+        connected to it; otherwise leave it running for them."""
+        if not getattr(self, "started_here", False):
+            return
+        import psycopg
+
+        try:
+            with psycopg.connect(self.url("postgres").replace("+psycopg", ""),
+                                 autocommit=True) as con:
+                others = con.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                    "'client backend' AND pid <> pg_backend_pid()").fetchone()[0]
+        except psycopg.Error:
+            others = 0
+        if others:
+            log(f"  PostgreSQL left running: {others} other connection(s) use it")
+            return
+        self.stop()
 
     def stop(self) -> None:
         subprocess.run(
