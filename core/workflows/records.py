@@ -143,6 +143,9 @@ def _begin(session: Session, *, item_id: int, actor: Actor,
            expected_version: int | None, what: str) -> tuple[RecordItem, Case]:
     item = _load_item(session, item_id)
     case = load_case(session, item.case_id)
+    # Read the item again now that the case is locked: a writer we waited for may have
+    # changed it (requested it a moment ago, say), and the checks below must see that.
+    item = _load_item(session, item_id)
     require_team_access(actor, case)
     check_version(session, case, expected_version)
     require_case_right(actor, Action.MOVE_CASE, case)

@@ -46,13 +46,17 @@ def utc(value: datetime, *, field: str = "time") -> datetime:
 
 
 def load_case(session: Session, case_id: int) -> Case:
-    """The case as it is in the database now (not a copy cached in the session)."""
+    """The case as it is in the database now (not a copy cached in the session), locked
+    for the rest of the transaction."""
     if isinstance(case_id, bool) or not isinstance(case_id, int):
         try:
             case_id = int(str(case_id).strip())
         except ValueError:
             raise NotFoundError(f"There is no case {case_id!r}.") from None
-    case = session.get(Case, case_id, populate_existing=True)
+    # FOR UPDATE (PostgreSQL; SQLite's write transactions already hold the database lock):
+    # a writer that did not bring a page version waits for a concurrent writer instead of
+    # reading a version that is about to go stale and failing its compare-and-set.
+    case = session.get(Case, case_id, populate_existing=True, with_for_update=True)
     if case is None:
         raise NotFoundError(f"There is no case {case_id}.")
     return case
