@@ -97,6 +97,7 @@ def run_suites(ctx: Ctx, only: set[str]) -> list[Row]:
             row.size, row.backend = ctx.size, ctx.backend
         rows += got
         log(f"    {time.perf_counter() - start:.1f} s")
+        log(report.render_text(got))  # as it comes: a long run killed half-way still told
     return rows
 
 
