@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> list[Row]:
                 meta = {"size": size, "backend": backend,
                         "finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "reused": db.reused, "build_seconds": db.manifest.get("build_seconds"),
-                        "runs": args.runs, "now": now.isoformat(),
+                        "runs": args.runs, "warmup": args.warmup,
+                        "naive_runs": args.naive_runs, "now": now.isoformat(),
                         "method": db.manifest.get("method")
                         or sqlite_db.manifest.get("method", ""),
                         # two cores shared with everyone's test suites: say how busy

@@ -229,7 +229,9 @@ def readme_section(results: list[tuple[dict[str, Any], list[Row]]],
         built = f"{m.get('build_seconds') or 0:,.0f} s"
         lines.append(
             f"- {m['size']:,} cases on {m['backend']}: measured {m['finished_at']}, "
-            f"{m.get('runs', '?')} runs after a warm-up; database "
+            f"{m.get('runs', '?')} runs after {m.get('warmup', 1)} warm-up(s)"
+            + (f", the naive ways {m['naive_runs']} run(s)" if m.get("naive_runs") else "")
+            + "; database "
             f"{'reused (built' if m.get('reused') else 'built'} in {built}"
             f"{')' if m.get('reused') else ''}"
             + (f", {m['method']}" if m.get("method") else "")
