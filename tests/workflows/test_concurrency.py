@@ -117,10 +117,12 @@ def test_the_second_writer_waits_for_the_first_and_then_gets_the_stale_case_erro
         assert _count(s, AuditEntry, case_id, AuditEntry.action == "case.note") == 0
 
 
-def test_postgres_refuses_the_second_writer_at_the_update_even_without_a_page_version(
+def test_postgres_second_writer_without_a_page_version_waits_and_applies_on_top(
         pg_engine, now):
-    """Both transactions read version v before either writes; the compare-and-set UPDATE
-    of the second finds 0 rows once the first commits."""
+    """Both transactions have read version v before either writes. The write path locks
+    the case row (SELECT ... FOR UPDATE), so the second writer - which brought no page
+    version to compare - waits for the first to commit, then sees its result and moves
+    on from there: no spurious stale error, no lost update, two moves in the history."""
     engine = pg_engine
     world, case_id, version, t = _setup(engine, now)
     both_loaded = threading.Barrier(2)
@@ -146,16 +148,13 @@ def test_postgres_refuses_the_second_writer_at_the_update_even_without_a_page_ve
                       close_reason=CloseReason.DECLINED)
         return "closed"
 
-    # Both threads run their own transaction; under READ COMMITTED the second one's load
-    # inside move_case still sees version v (A has not committed), passes its checks,
-    # then blocks on the row in UPDATE and finds 0 rows.
     results = _run_together([first, second])
-    assert results[0] == "committed"
-    assert isinstance(results[1], StaleCaseError), results
+    assert results == ["committed", "closed"], results
     with session_scope(engine, write=False) as s:
         case = s.get(Case, case_id)
-        assert (case.state, case.version) == (CaseState.REFERRAL, version + 1)
-        assert _count(s, CaseEvent, case_id) == 2
+        assert (case.state, case.version) == (CaseState.CLOSED, version + 2)
+        assert case.closed_from_state == CaseState.REFERRAL
+        assert _count(s, CaseEvent, case_id) == 3
 
 
 def test_bulk_reassign_reports_each_case_and_keeps_the_ones_that_succeeded(engine, now):
