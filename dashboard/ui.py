@@ -115,7 +115,9 @@ def when(dt: datetime | None, now: datetime, *, prefix: str = "") -> None:
 
 
 def header(title: str, actor: Actor, *, subtitle: str | None = None) -> None:
-    st.title(title)
+    # No heading anchor: its link would carry the title (a patient's name) into the URL.
+    # User text in `title` must come escaped (`safe`).
+    st.title(title, anchor=False)
     if subtitle:
         st.caption(safe(subtitle))
 

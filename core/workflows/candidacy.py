@@ -76,7 +76,9 @@ def candidacy(
         days_left = (planned_treatment_start - today).days
         if days_left <= URGENT_START_WITHIN_DAYS:
             urgent = True
-            notes.append(f"treatment planned to start in {max(days_left, 0)} days")
+            notes.append(f"treatment planned to start in {days_left} days" if days_left >= 0
+                         else f"the planned treatment start "
+                              f"({planned_treatment_start.isoformat()}) has already passed")
     if biopsy_date is not None and today - biopsy_date > timedelta(
         days=URGENT_BIOPSY_OLDER_THAN_DAYS
     ):

@@ -98,7 +98,7 @@ if flash:
     st.success(flash, icon=":material/check_circle:")
 
 # --- at a glance ----------------------------------------------------------------------------
-ui.header(f"Case {case.id}: {patient.first_name} {patient.last_name}", actor,
+ui.header(f"Case {case.id}: {ui.safe(patient.first_name)} {ui.safe(patient.last_name)}", actor,
           subtitle=f"Record number {patient.mrn} · {d.team_name} · "
                    f"coordinator {d.assignee_name or 'unassigned'}")
 ui.stepper(case.state)
@@ -333,10 +333,19 @@ if d.may_work:
 
     # --- notes ------------------------------------------------------------------------------
     st.subheader("Notes")
-    with st.form("note_form", clear_on_submit=True):
-        body = st.text_area("New note", key="note_body")
+    # The box is emptied only once the note is saved: a refused note (too long, say) keeps
+    # its text so it can be shortened instead of typed again.
+    # A fresh key after each saved note gives an empty box (setting the value is not
+    # enough: the browser keeps what was typed in a form that is not cleared).
+    if st.session_state.pop("_note_saved", False):
+        st.session_state["_note_box"] = st.session_state.get("_note_box", 0) + 1
+    box = st.session_state.get("_note_box", 0)
+    with st.form("note_form"):
+        body = st.text_area("New note", key=f"note_body_{box}" if box else "note_body")
         if st.form_submit_button("Add note"):
-            case_act("Note added.", case_ops.add_note, body=body)
+            st.session_state["_note_saved"] = True
+            case_act("Note added.", case_ops.add_note, body=body)  # reruns when saved
+            st.session_state.pop("_note_saved", None)
 
 # --- assignment -------------------------------------------------------------------------------
 if case.state != "closed" and (d.may_reassign or (d.may_work and case.assignee_id is None)):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import streamlit as st
 
 from core.db import get_engine, session_scope
@@ -21,6 +23,15 @@ now = utcnow()
 engine = get_engine()
 today = ui.local(now).date()
 
+
+def _years_from(day: date, years: int) -> date:
+    """`day` moved by whole years; 29 February becomes 28 February in other years."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
+
 ui.header("New case", actor, subtitle="The candidacy assessment")
 
 with st.form("assessment"):
@@ -31,13 +42,16 @@ with st.form("assessment"):
     p1, p2, p3 = st.columns(3)
     phone = p1.text_input("Phone", key="nc_phone")
     email = p2.text_input("E-mail", key="nc_email")
-    dob = p3.date_input("Date of birth", key="nc_dob", value=None, min_value=today.replace(
-        year=today.year - 110), max_value=today)
+    # The two past dates may be picked up to a year ahead: the widget would turn a future
+    # date into "no date" silently, the assessment refuses it with a message instead.
+    dob = p3.date_input("Date of birth", key="nc_dob", value=None,
+                        min_value=_years_from(today, -110), max_value=_years_from(today, 1))
     d1, d2, d3 = st.columns(3)
     diagnosis = d1.selectbox("Diagnosis", [v.value for v in DiagnosisCategory], key="nc_dx",
                              format_func=ui.label)
     biopsy = d2.date_input("Diagnosing biopsy", key="nc_biopsy", value=None,
-                           max_value=today, min_value=today.replace(year=today.year - 20))
+                           max_value=_years_from(today, 1),
+                           min_value=_years_from(today, -20))
     treatment = d3.selectbox("Treatment so far", [v.value for v in TreatmentStatus],
                              key="nc_treatment", format_func=ui.label)
     planned = st.date_input("Planned treatment start (if known)", key="nc_planned", value=None)

@@ -1,0 +1,88 @@
+"""Hostile input found by hand in the browser (QA pass): user text in page titles, dates
+the widgets would silently drop, and a page that must not break on 29 February."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import core.timeutil
+from tests import factories
+from tests.dashboard.conftest import click, sign_in, texts
+
+
+def test_the_case_title_shows_a_hostile_patient_name_literally(app_db, make_app):
+    app_db.add_user("nina")
+    with app_db.session() as s:
+        patient = factories.make_patient(s, now=app_db.now, first="**Bold**",
+                                         last="[x](javascript:alert(1))")
+        case = factories.make_case(s, now=app_db.now, team=app_db.team(s), patient=patient)
+        case_id = case.id
+    at = sign_in(make_app(), "nina")
+    at.switch_page("pages/case.py")
+    at.query_params["case"] = str(case_id)
+    at.run()
+    title = at.title[0].value
+    # Escaped Markdown: shown as typed, never bold and never a link.
+    assert "**Bold**" not in title and "](javascript" not in title
+    assert r"\*\*Bold\*\*" in title and r"\[x\]\(javascript" in title
+
+
+def _new_case_form(at):  # noqa: ANN001, ANN202
+    at.switch_page("pages/new_case.py")
+    at.run()
+    at.text_input(key="nc_first").input("Ana")
+    at.text_input(key="nc_last").input("Lima")
+    at.multiselect(key="nc_reasons").select("wants_confirmation")
+    return at
+
+
+def test_a_biopsy_in_the_future_is_refused_with_a_message_not_dropped(app_db, make_app):
+    app_db.add_user("nina")
+    at = _new_case_form(sign_in(make_app(), "nina"))
+    future = datetime.now(UTC).date() + timedelta(days=30)
+    at.date_input(key="nc_biopsy").set_value(future)
+    click(at, "Assess")
+    at.run()
+    # Before: the date picker's max_value made a future date "no date", and the page said
+    # "no diagnosing biopsy yet" and offered to record a non-candidate.
+    assert "Biopsy date cannot be in the future" in texts(at), texts(at)
+    assert "Record non-candidate" not in [b.label for b in at.button]
+
+
+def test_new_case_page_renders_on_29_february(app_db, make_app, monkeypatch):
+    app_db.add_user("nina")
+    leap = datetime(2028, 2, 29, 17, 0, tzinfo=UTC)
+    monkeypatch.setattr(core.timeutil, "utcnow", lambda: leap)
+    at = sign_in(make_app(), "nina")
+    at.switch_page("pages/new_case.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.date_input(key="nc_dob").min == date(1918, 2, 28)
+
+
+def test_a_refused_note_keeps_its_text_and_a_saved_one_empties_the_box(app_db, make_app):
+    from sqlmodel import select
+
+    from core.models import Note
+
+    app_db.add_user("nina")
+    with app_db.session() as s:
+        nina_case = factories.make_case(s, now=app_db.now, team=app_db.team(s))
+        case_id = nina_case.id
+    at = sign_in(make_app(), "nina")
+    at.switch_page("pages/case.py")
+    at.query_params["case"] = str(case_id)
+    at.run()
+    at.text_area(key="note_body").input("N" * 6000)
+    click(at, "Add note")
+    at.run()
+    assert "Note is too long" in texts(at)
+    # Before: the form cleared on every submit, so 6,000 typed characters were lost.
+    assert at.text_area(key="note_body").value == "N" * 6000
+    at.text_area(key="note_body").input("Called the lab")
+    click(at, "Add note")
+    at.run()
+    assert "Note added." in texts(at)
+    assert [box.value for box in at.text_area if box.label == "New note"] == [""]
+    with app_db.session(write=False) as s:
+        assert s.exec(select(Note.body)).all() == ["Called the lab"]
