@@ -130,7 +130,7 @@ def create_user(
     team = _find_team(session, team_name=team_name, team_id=team_id,
                       create_team=create_team, now=now)
     if team is None and role is not Role.ADMIN:
-        raise ValidationError(f"A {role.value} must belong to a team (--team).")
+        raise ValidationError(f"A {role.value} must belong to a team: choose one or create one.")
     if session.execute(select(User.id).where(User.username == username)).first():
         raise ValidationError(f"A user named {username!r} already exists.")
     if email and session.execute(select(User.id).where(User.email == email)).first():

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import core.timeutil
+from core.vocab import Role
 from tests import factories
 from tests.dashboard.conftest import click, sign_in, texts
 
@@ -86,3 +87,18 @@ def test_a_refused_note_keeps_its_text_and_a_saved_one_empties_the_box(app_db, m
     assert [box.value for box in at.text_area if box.label == "New note"] == [""]
     with app_db.session(write=False) as s:
         assert s.exec(select(Note.body)).all() == ["Called the lab"]
+
+
+def test_adding_a_coordinator_without_a_team_says_so_without_cli_flags(app_db, make_app):
+    app_db.add_user("root", role=Role.ADMIN)
+    at = sign_in(make_app(), "root")
+    at.switch_page("pages/admin_users.py")
+    at.run()
+    at.text_input(key="au_username").input("newbie")
+    at.text_input(key="au_full_name").input("New Bie")
+    at.text_input(key="au_password").input("a-strong-pass-123")
+    click(at, "Add user")
+    at.run()
+    errors = [e.value for e in at.error]
+    assert any("must belong to a team" in e for e in errors), errors
+    assert not any("--team" in e for e in errors), errors  # a web form has no flags
