@@ -27,8 +27,10 @@ for state, days, business, updated in rules:
     with st.form(f"sla_{state}"):
         c1, c2, c3, c4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
         c1.markdown(f"**{ui.state_label(state)}**  \nchanged {ui.human(updated, now)}")
-        new_days = c2.number_input("Limit (days)", min_value=1, max_value=MAX_LIMIT_DAYS,
-                                   value=days, step=1, key=f"sla_days_{state}")
+        # No min/max on the widget: out of range it only turns red and Save does nothing;
+        # update_rule refuses the value with a message instead.
+        new_days = c2.number_input(f"Limit (days, 1-{MAX_LIMIT_DAYS})", value=days, step=1,
+                                   key=f"sla_days_{state}")
         new_business = c3.checkbox("Business days", value=business, key=f"sla_bd_{state}")
         if c4.form_submit_button("Save", key=f"sla_save_{state}"):
             try:

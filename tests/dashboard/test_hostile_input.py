@@ -103,3 +103,15 @@ def test_adding_a_coordinator_without_a_team_says_so_without_cli_flags(app_db, m
     assert any("must belong to a team" in e for e in errors), errors
     # (the message is Markdown-escaped on the page: compare without the backslashes)
     assert not any("--team" in e.replace("\\", "") for e in errors), errors  # no CLI flags
+
+
+def test_an_sla_limit_out_of_range_is_refused_with_a_message(app_db, make_app):
+    app_db.add_user("root", role=Role.ADMIN)
+    at = sign_in(make_app(), "root")
+    at.switch_page("pages/admin_sla.py")
+    at.run()
+    at.number_input(key="sla_days_referral").set_value(0)
+    at.button(key="sla_save_referral").click()
+    at.run()
+    # Before: the widget's min_value turned 0 red in the browser and Save did nothing.
+    assert any("between 1 and" in e.value for e in at.error), [e.value for e in at.error]
