@@ -40,6 +40,7 @@ from sqlmodel import Session
 
 from core import audit
 from core.actor import Actor
+from core.db import refresh_planner_statistics
 from core.errors import CaseDeskError, ValidationError
 from core.models import (
     DETAIL_MAX,
@@ -386,20 +387,8 @@ def generate_demo(
     return summary
 
 
-def refresh_statistics(engine: Engine) -> None:
-    """Give the query planner statistics for the rows just bulk-loaded (issue 8).
-
-    Without `sqlite_stat1` SQLite guesses: for the coordinator's queue (`team_id = ? AND
-    assignee_id = ?`) it walked ix_cases_team_state - every case of the team - instead of
-    ix_cases_assignee_state, 25 ms instead of 5 ms of CPU at 100,000 cases and ten times
-    that at 1,000,000. `analysis_limit` keeps ANALYZE to a sample (about a second at a
-    million cases). PostgreSQL's autovacuum would get there too, later.
-    """
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("PRAGMA analysis_limit=1000")
-        conn.exec_driver_sql("ANALYZE")
-        conn.commit()
+# Kept here under its old name for callers of the demo module.
+refresh_statistics = refresh_planner_statistics
 
 
 def _write_sqlite(engine: Engine, write_all: Callable, enforce_constraints: bool) -> None:

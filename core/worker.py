@@ -36,7 +36,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlmodel import Session
 
-from core.db import session_scope
+from core.db import refresh_planner_statistics, session_scope
 from core.models import JobRun, WorkerLease
 from core.scan import RECOMPUTE_JOB, SCAN_JOB, run_recompute, run_scan
 from core.timeutil import as_utc, utcnow
@@ -282,6 +282,11 @@ class Worker:
             return
         if changed is not None:
             log.info("recomputed deadlines: %d cases changed", changed)
+            try:
+                # The queue's plans depend on statistics that drift as cases accumulate.
+                refresh_planner_statistics(self.engine)
+            except Exception:
+                log.exception("refreshing the planner statistics failed")
 
     # leadership transitions ---------------------------------------------------------
 
