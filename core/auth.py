@@ -25,6 +25,7 @@ from core.config import get_settings
 from core.errors import AuthError
 from core.models import User, UserSession
 from core.timeutil import as_utc
+from core.users import hash_password, needs_rehash, verify_password
 from core.vocab import AuditOutcome, Role
 
 GENERIC_FAILURE = "Wrong username or password."
@@ -48,42 +49,11 @@ class SessionEnded(AuthError):
 
 
 # --- password hashing ----------------------------------------------------------------------
-# core/users.py owns the argon2id parameters; until it exists this falls back to
-# argon2-cffi's defaults (argon2id), which is what it uses too.
+# core/users.py owns the argon2id parameters; sign-in only verifies and rehashes.
 
-
-def _verify(password_hash: str, password: str) -> bool:
-    try:
-        from core.users import verify_password
-    except ImportError:  # pragma: no cover - only before core/users.py lands
-        from argon2 import PasswordHasher
-        from argon2.exceptions import InvalidHashError, VerificationError
-
-        try:
-            return PasswordHasher().verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
-    return bool(verify_password(password_hash, password))
-
-
-def _needs_rehash(password_hash: str) -> bool:
-    try:
-        from core.users import needs_rehash
-    except ImportError:  # pragma: no cover
-        from argon2 import PasswordHasher
-
-        return PasswordHasher().check_needs_rehash(password_hash)
-    return bool(needs_rehash(password_hash))
-
-
-def _hash(password: str) -> str:
-    try:
-        from core.users import hash_password
-    except ImportError:  # pragma: no cover
-        from argon2 import PasswordHasher
-
-        return PasswordHasher().hash(password)
-    return hash_password(password)
+_verify = verify_password
+_needs_rehash = needs_rehash
+_hash = hash_password
 
 
 # A real argon2 hash to verify against when the username is unknown, so an unknown name
