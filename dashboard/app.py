@@ -44,8 +44,14 @@ actor = guard.authenticate()
 
 if actor is None:
     guard.end_run()
-    page = st.navigation([st.Page(login.render, title="Sign in", icon=":material/login:",
-                                  url_path="signin", default=True)], position="hidden")
+    # The sign-in form also answers at every page's address: a bookmark, a case link or a
+    # reload (a new browser session) shows it there instead of "Page not found", and after
+    # signing in that page runs (and refuses a role that may not use it).
+    signin = [st.Page(login.render, title="Sign in", icon=":material/login:",
+                      url_path="signin", default=True)]
+    signin += [st.Page(login.render, title="Sign in", icon=":material/login:",
+                       url_path=Path(spec.path).stem) for spec in nav.PAGES]
+    page = st.navigation(signin, position="hidden")
     page.run()
     st.stop()
 

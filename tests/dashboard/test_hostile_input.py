@@ -115,3 +115,18 @@ def test_an_sla_limit_out_of_range_is_refused_with_a_message(app_db, make_app):
     at.run()
     # Before: the widget's min_value turned 0 red in the browser and Save did nothing.
     assert any("between 1 and" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_a_page_link_opened_signed_out_signs_in_there(app_db, make_app):
+    """A bookmark, a case link or a reload (a new session) used to land on the sign-in
+    form under a "Page not found" box and then on My day; now that page runs."""
+    app_db.add_user("nina")
+    with app_db.session() as s:
+        case_id = factories.make_case(s, now=app_db.now, team=app_db.team(s)).id
+    at = make_app()
+    at.switch_page("pages/case.py")
+    at.query_params["case"] = str(case_id)
+    at.run()
+    assert at.text_input(key="login_username")
+    sign_in(at, "nina")
+    assert at.title[0].value.startswith(f"Case {case_id}:"), [t.value for t in at.title]
