@@ -167,13 +167,21 @@ def appointment_after_records_requested(ctx: GuardContext) -> list[str]:
     return []
 
 
+def _service_tz():  # noqa: ANN202
+    # Messages give times as the coordinator's pages show them: in the service's zone.
+    from core.config import get_settings
+
+    return get_settings().tz
+
+
 @guard("appointment_passed")
 def appointment_passed(ctx: GuardContext) -> list[str]:
     at = ctx.case.appointment_at
     if at is None:
         return ["there is no appointment on the case"]
     if as_utc(at) > ctx.now:
-        return [f"the appointment ({as_utc(at):%Y-%m-%d %H:%M} UTC) has not happened yet"]
+        local = as_utc(at).astimezone(_service_tz())
+        return [f"the appointment ({local:%Y-%m-%d %H:%M %Z}) has not happened yet"]
     return []
 
 

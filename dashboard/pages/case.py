@@ -184,8 +184,10 @@ for move, unmet in d.moves.items():
         elif move is Move.CLOSE:
             st.caption("Close: the case leaves the funnel (with a reason).")
             cc1, cc2 = st.columns([1, 2])
+            # No default: a hurried click must not record "not a candidate" by accident.
             reason = cc1.selectbox("Reason for closing", [r.value for r in CloseReason],
-                                   key="close_reason", format_func=ui.label)
+                                   key="close_reason", format_func=ui.label, index=None,
+                                   placeholder="Choose a reason")
             note = cc2.text_input("Note", key="close_note")
             if st.button(move.label, key=f"move_{move.value}"):
                 case_act("Case closed.", move_case, move=move, close_reason=reason,

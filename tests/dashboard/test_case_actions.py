@@ -92,3 +92,20 @@ def test_next_and_previous_page_walk_a_long_queue(app_db, make_app):
     click(at, "Previous page")
     at.run()
     assert list(at.dataframe[0].value["Case"]) == first
+
+
+def test_close_has_no_default_reason_and_refuses_until_one_is_chosen(app_db, make_app):
+    case_id, _, _ = _seed(app_db)
+    at = _open(sign_in(make_app(), "nina"), case_id)
+    assert at.selectbox(key="close_reason").value is None
+    at.button(key="move_close").click()
+    at.run()
+    assert at.error, "closing without a reason is refused with a message"
+    with app_db.session(write=False) as s:
+        assert s.get(Case, case_id).state == "referral"
+    at.selectbox(key="close_reason").select("declined")
+    at.button(key="move_close").click()
+    at.run()
+    with app_db.session(write=False) as s:
+        case = s.get(Case, case_id)
+        assert (case.state, case.close_reason) == ("closed", "declined")

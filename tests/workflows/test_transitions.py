@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlmodel import func, select
 
+from core.config import get_settings
 from core.db import session_scope
 from core.errors import GuardFailed, PermissionDenied, TransitionNotAllowed
 from core.models import Case, CaseEvent
@@ -29,6 +30,10 @@ PAIRS = [(s, m) for s in CaseState for m in Move]
 ALLOWED = [(s, m) for s, m in PAIRS if s in TRANSITIONS[m].sources]
 REFUSED = [(s, m) for s, m in PAIRS if s not in TRANSITIONS[m].sources]
 
+
+
+def _local(at):  # noqa: ANN001, ANN202 - refusal messages give times in the service's zone
+    return at.astimezone(get_settings().tz)
 
 def _events(session, case_id):
     return session.exec(select(func.count()).select_from(CaseEvent)
@@ -90,7 +95,8 @@ def _bad(move, session, world, case, t):
     if move is Move.MARK_SEEN:
         # The appointment is still ahead: mark seen a minute before it.
         return case, world.coord, {"_now": case.appointment_at - timedelta(minutes=1)}, [
-            f"the appointment ({case.appointment_at:%Y-%m-%d %H:%M} UTC) has not happened yet"]
+            f"the appointment ({_local(case.appointment_at):%Y-%m-%d %H:%M %Z}) "
+            "has not happened yet"]
     if move in (Move.RECORD_MISSING, Move.NO_SHOW, Move.REOPEN):
         actor = world.mgr if move is Move.REOPEN else world.coord
         return case, actor, {"reason": "   "}, ["a reason is needed"]
