@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from core import analytics
@@ -41,13 +42,15 @@ left, right = st.columns(2)
 left.plotly_chart(charts.funnel(funnel), key="chart_funnel")
 right.plotly_chart(charts.pipeline(pipeline), key="chart_pipeline")
 
-table = funnel.assign(conversion=funnel["conversion"].astype(float))
+# The first step has no step before it: show a dash, not "None".
+table = funnel.assign(conversion=[
+    "—" if pd.isna(c) else f"{float(c):.0%}" for c in funnel["conversion"]])
 st.dataframe(
     table[["label", "reached", "conversion", "share"]], hide_index=True, key="funnel_table",
     column_config={
         "label": "State",
         "reached": st.column_config.NumberColumn("Reached", format="%d"),
-        "conversion": st.column_config.NumberColumn("From previous", format="percent"),
+        "conversion": st.column_config.TextColumn("From previous"),
         "share": st.column_config.NumberColumn("Of cohort", format="percent"),
     },
 )

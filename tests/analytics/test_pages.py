@@ -92,6 +92,10 @@ def test_funnel_page_shows_the_cohort_the_core_counts(app_db, make_app, world):
     want = sum(1 for s in world.specs
                if s.team == "North" and start <= s.assessed_at.date() <= end)
     assert at.metric[0].value == f"{want:,}"
+    table = at.dataframe[0].value
+    # the first step has nothing before it: a dash, never "None"
+    assert table["conversion"].iloc[0] == "—"
+    assert table["conversion"].iloc[1:].str.endswith("%").all()
 
 
 def test_workload_page_reassigns_the_selected_cases(app_db, make_app, world):
