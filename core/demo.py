@@ -251,7 +251,7 @@ COLUMNS: dict[str, list[str]] = {
 }
 # The three big child tables are built as tuples directly, in this column order.
 assert COLUMNS["case_event"] == ["id", "case_id", "from_state", "to_state", "at", "actor_id",
-                                 "reason", "days_in_from_state", "version"]
+                                 "reason", "days_in_from_state", "version", "team_id"]
 assert COLUMNS["record_item"] == ["id", "case_id", "kind", "requirement", "facility", "status",
                                   "requested_at", "received_at", "chase_on",
                                   "tracking_number", "waive_reason", "updated_at"]
@@ -738,7 +738,7 @@ class _Generator:
         events = out["case_event"]
         no_shows = 0
         events.append((self._id("case_event"), case_id, None, A, assessed_ts, None, None, None,
-                       1))
+                       1, team_id))
         for i in range(1, len(path)):
             frm, to = path[i - 1], path[i]
             reason = None
@@ -751,7 +751,7 @@ class _Generator:
                 no_shows += reason == _NO_SHOW
             events.append((self._id("case_event"), case_id, frm, to, ts(times[i]), actor,
                            reason, round((times[i] - times[i - 1]).total_seconds() / 86400, 4),
-                           i + 1))
+                           i + 1, team_id))
         state_entered = times[-1]
 
         # --- appointment, outcome, hold
@@ -815,7 +815,8 @@ class _Generator:
             close_note=_pick(rng, _OTHER_NOTES) if close_reason == OTHER else None,
             closed_from_state=closed_from, created_at=assessed_ts,
             updated_at=state_entered_ts if updated is state_entered else ts(updated),
-            updated_by_id=actor)))
+            updated_by_id=actor, flag_rank=0,  # the demo has no flags until a scan
+            furthest_rank=max(PHASE.get(st, 0) for st in path))))
 
         self._records(out["record_item"], case_id, path, times, end, phase, biopsy_fac,
                       imaging_fac, dx, treatment)

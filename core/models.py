@@ -165,6 +165,9 @@ class Case(SQLModel, table=True):
               postgresql_where=text("state <> 'closed'")),
         Index("ix_cases_team_state", "team_id", "state"),
         Index("ix_cases_assignee_state", "assignee_id", "state"),
+        # The funnel: a team's cohort (by assessment time) counted by furthest stage,
+        # read from the index alone.
+        Index("ix_cases_team_assessed_furthest", "team_id", "assessed_at", "furthest_rank"),
         # The stalled-case scan (core/scan): narrow covering indexes over the open cases
         # each flag kind looks at, so counting and raising read a few MB of index instead
         # of every wide case row (measured at 100k cases: 155 ms -> 14 ms per count).
@@ -248,6 +251,14 @@ class Case(SQLModel, table=True):
     updated_at: datetime
     updated_by_id: int | None = Field(default=None, foreign_key="app_user.id")
 
+    # Derived, stored so the busiest reads need no join or subquery (issue 8):
+    # the worst severity rank of the open flags (0 none, 1 due soon, 2 stalled,
+    # 3 escalated), kept by the scan, the only writer of flags;
+    flag_rank: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # the position in `core.vocab.FUNNEL` of the furthest state any move entered (the
+    # funnel's "reached"), kept by the workflow write path with each history row.
+    furthest_rank: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
 
 class CaseEvent(SQLModel, table=True):
     """One row per move. `days_in_from_state` is the time spent in the state left, stored
@@ -259,6 +270,7 @@ class CaseEvent(SQLModel, table=True):
         check_in("to_state", CaseState),
         Index("ix_case_event_case_at", "case_id", "at"),
         Index("ix_case_event_stage_days", "from_state", "days_in_from_state"),
+        Index("ix_case_event_team_stage_days", "team_id", "from_state", "days_in_from_state"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -270,6 +282,9 @@ class CaseEvent(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=REASON_MAX)
     days_in_from_state: float | None = None
     version: int  # the case's version after this move
+    # The case's team, copied when the move is written (a case never changes team), so
+    # stage times per team read one index range instead of joining every case.
+    team_id: int = Field(foreign_key="team.id")
 
 
 class RecordItem(SQLModel, table=True):

@@ -32,6 +32,8 @@ FUNNEL: tuple[CaseState, ...] = (
     CaseState.SCHEDULED,
     CaseState.SEEN,
 )
+# A state's position in the funnel (the value of `cases.furthest_rank`); closed has none.
+FUNNEL_RANK: dict[str, int] = {state.value: rank for rank, state in enumerate(FUNNEL)}
 OPEN_STATES: tuple[CaseState, ...] = FUNNEL  # a seen case stays open until its outcome is in
 
 

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from core.actor import Actor
 from core.models import Case, CaseEvent, Patient, RecordItem, Specialist, Team, User
 from core.validation import search_key
-from core.vocab import Role
+from core.vocab import FUNNEL_RANK, Role
 from core.workflows.clocks import apply_deadlines, deadlines_for_case, load_limits
 
 _seq = itertools.count(1)
@@ -82,13 +82,14 @@ def make_case(
     )
     if state == "closed":
         values.update(close_reason="other", close_note="test", closed_from_state="assessed")
+    values["furthest_rank"] = FUNNEL_RANK.get(state, 0)  # its one history row entered `state`
     values.update(fields)
     case = Case(**values)
     apply_deadlines(case, deadlines_for_case(case, load_limits(session), holiday_country))
     session.add(case)
     session.flush()
     session.add(CaseEvent(case_id=case.id, from_state=None, to_state=state, at=entered,
-                          version=case.version))
+                          version=case.version, team_id=case.team_id))
     session.flush()
     return case
 

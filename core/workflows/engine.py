@@ -32,7 +32,7 @@ from core.models import REASON_MAX, Case, CaseEvent, Specialist
 from core.permissions import Action, can
 from core.timeutil import as_utc, days_between
 from core.validation import clean_text
-from core.vocab import AppointmentMode, CaseState, CloseReason
+from core.vocab import FUNNEL_RANK, AppointmentMode, CaseState, CloseReason
 from core.workflows.guards import GuardContext, run_guards
 from core.workflows.states import (
     TRANSITIONS,
@@ -245,12 +245,14 @@ def move_case(
             **deadline_fields(session, state=to_state.value, state_entered_at=now,
                               paused_seconds=0, on_hold=False,
                               outcome_recorded=outcome_recorded),
+            # the funnel's "reached": never lowered by a move back or a close
+            furthest_rank=max(case.furthest_rank or 0, FUNNEL_RANK.get(to_state.value, 0)),
         )
         compare_and_set(session, case, actor=actor, now=now, changes=changes)
         session.add(CaseEvent(
             case_id=case.id, from_state=from_state, to_state=to_state.value, at=now,
             actor_id=actor.user_id, reason=_event_reason(move, p),
-            days_in_from_state=days_in, version=case.version,
+            days_in_from_state=days_in, version=case.version, team_id=case.team_id,
         ))
         session.flush()
         audit.record(session, actor=actor, action="case.move", now=now, case_id=case.id,
@@ -279,7 +281,8 @@ def open_case(session: Session, *, case: Case, actor: Actor, now: datetime) -> C
         session.add(case)
         session.flush()
         session.add(CaseEvent(case_id=case.id, from_state=None, to_state=case.state, at=now,
-                              actor_id=actor.user_id, version=case.version))
+                              actor_id=actor.user_id, version=case.version,
+                              team_id=case.team_id))
         session.flush()
         audit.record(session, actor=actor, action="case.create", now=now, case_id=case.id,
                      detail={"state": case.state, "version": case.version})

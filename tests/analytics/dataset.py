@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from sqlmodel import Session
 
 from core.models import Case, CaseEvent, CaseFlag, RecordItem
-from core.vocab import FUNNEL, Role
+from core.vocab import FUNNEL, FUNNEL_RANK, Role
 from core.workflows.clocks import apply_deadlines, deadlines_for_case, load_limits
 from tests.factories import actor_for, make_patient, make_team, make_user
 
@@ -151,7 +151,11 @@ def seed(session: Session, now: datetime, specs: list[Spec] | None = None) -> Se
         spec.case_id = case.id
         for v, m in enumerate(spec.moves, start=1):
             session.add(CaseEvent(case_id=case.id, from_state=m.from_state, to_state=m.to_state,
-                                  at=m.at, days_in_from_state=m.days, version=v))
+                                  at=m.at, days_in_from_state=m.days, version=v,
+                                  team_id=case.team_id))
+        # what the write path keeps: the furthest funnel stage any move entered
+        case.furthest_rank = max((FUNNEL_RANK.get(m.to_state, 0) for m in spec.moves),
+                                 default=0)
         for fac in spec.facilities:
             session.add(RecordItem(case_id=case.id, kind="pathology_report", facility=fac,
                                    requirement="required", updated_at=now))

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pytest
 
 from core.db import session_scope
-from core.models import CaseEvent
+from core.models import Case, CaseEvent
 from core.workflows.clocks import (
     PatientClockLevel,
     PatientClockThresholds,
@@ -93,9 +93,10 @@ def test_business_day_limits_count_as_longer_calendar_time_when_planning():
 
 
 def _history(session, case_id: int, state: str, days: list[float], now) -> None:
+    team_id = session.get(Case, case_id).team_id
     for d in days:
         session.add(CaseEvent(case_id=case_id, from_state=state, to_state="closed", at=now,
-                              days_in_from_state=d, version=1))
+                              days_in_from_state=d, version=1, team_id=team_id))
     session.flush()
 
 

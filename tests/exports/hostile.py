@@ -98,10 +98,11 @@ def seed_hostile(session: Session, now: datetime) -> Hostile:
         session.flush()
         out.cases.append(case.id)
         session.add(CaseEvent(case_id=case.id, from_state=None, to_state="referral",
-                              at=assessed, version=1, reason=hostile))
+                              at=assessed, version=1, reason=hostile, team_id=case.team_id))
         session.add(CaseEvent(case_id=case.id, from_state="referral", to_state=case.state,
                               at=assessed + timedelta(days=2, hours=3),
-                              days_in_from_state=2.125, version=2, reason=NOTE))
+                              days_in_from_state=2.125, version=2, reason=NOTE,
+                              team_id=case.team_id))
         out.identifiers += [mrn, phone, email, address, zip_code, zip_code[:5], dob.isoformat(),
                             member, auth, f"Last{hostile}".strip()]
         if (first, last) in NON_LATIN:

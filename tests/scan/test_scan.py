@@ -191,7 +191,8 @@ def test_deadline_risk_flags_with_the_shortfall_and_follows_history(engine, now)
         for state in ("records_requested", "records_received", "scheduled", "seen"):
             for _ in range(20):
                 session.add(CaseEvent(case_id=fits.id, from_state=state, to_state="closed",
-                                      at=now, days_in_from_state=5.0, version=1))
+                                      at=now, days_in_from_state=5.0, version=1,
+                                      team_id=fits.team_id))
     r = run_scan(engine, now=now)
     assert r.resolved == 1
     # A day later with the same history: still fits (20 < 34).
