@@ -163,9 +163,10 @@ def run(args: argparse.Namespace) -> list[Row]:
                         # two cores shared with everyone's test suites: say how busy
                         "load": f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}",
                         "calibration": calibration}
-                if not only:
-                    report.save_results(args.out_dir, size=size, backend=backend, rows=rows,
-                                        meta=meta)
+                meta["commit"] = _commit()
+                measured = sorted({name for name, _ in _suites() if not only or name in only})
+                report.save_results(args.out_dir, size=size, backend=backend, rows=rows,
+                                    meta=meta, suites=measured)
                 all_rows += rows
                 log("")
                 log(report.render_text(rows))
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    if not args.no_readme and not only and not args.build_only:
+    if not args.no_readme and not args.build_only:
         results = report.load_results(args.out_dir)
         section = report.readme_section(results, machine.describe())
         if report.update_readme(README, section):
@@ -198,6 +199,20 @@ def _start_pg(args: argparse.Namespace, tmp: Path | None):  # noqa: ANN202
         return None
     log(f"  PostgreSQL {cluster.port} on {cluster.root}")
     return cluster
+
+
+def _commit() -> str | None:
+    """The commit measured, with "+changes" when the working tree differs from it."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty.strip() else "")
 
 
 def _drop_sqlite_copy(url: str) -> None:

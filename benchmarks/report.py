@@ -173,15 +173,45 @@ def render_markdown(rows: list[Row]) -> str:
 # --- persistence ----------------------------------------------------------------------
 
 
+SUITE_ORDER = ("scan", "triage", "case page", "analytics", "export", "transitions")
+
+
 def save_results(out_dir: Path, *, size: int, backend: str, rows: list[Row],
-                 meta: dict[str, Any]) -> Path:
+                 meta: dict[str, Any], suites: list[str]) -> Path:
     """Keep the latest results of each (size, backend) so the README can show every
-    combination measured, each with the date of its run."""
+    combination measured, each with the date of its run.
+
+    A run of some suites only (`--only`) replaces those suites' rows and keeps the others'
+    from their own earlier run; `meta["suites"]` says when and how each was measured, so
+    a table assembled from several runs says so."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"latest-{size}-{backend}.json"
-    path.write_text(json.dumps({"meta": meta, "rows": [r.as_dict() for r in rows]},
+    kept: list[dict[str, Any]] = []
+    runs: dict[str, Any] = {}
+    if path.exists():
+        old = json.loads(path.read_text())
+        kept = [d for d in old["rows"] if d["group"] not in suites]
+        runs = old["meta"].get("suites") or {
+            # results saved before suites were recorded: one run measured them all
+            g: _run_info(old["meta"]) for g in {d["group"] for d in old["rows"]}}
+    for suite in suites:
+        runs[suite] = _run_info(meta)
+    runs = {k: v for k, v in runs.items()
+            if k in suites or any(d["group"] == k for d in kept)}
+    merged = kept + [r.as_dict() for r in rows]
+    merged.sort(key=lambda d: _suite_rank(d["group"]))  # stable: keeps each suite's order
+    path.write_text(json.dumps({"meta": {**meta, "suites": runs}, "rows": merged},
                                indent=1, default=str))
     return path
+
+
+def _suite_rank(group: str) -> int:
+    return SUITE_ORDER.index(group) if group in SUITE_ORDER else len(SUITE_ORDER)
+
+
+def _run_info(meta: dict[str, Any]) -> dict[str, Any]:
+    keys = ("finished_at", "runs", "warmup", "naive_runs", "load", "calibration", "commit")
+    return {k: meta.get(k) for k in keys if meta.get(k) is not None}
 
 
 def _stat_from(d: dict[str, Any] | None) -> Stat | None:
@@ -228,16 +258,16 @@ def readme_section(results: list[tuple[dict[str, Any], list[Row]]],
     for m, _ in results:
         built = f"{m.get('build_seconds') or 0:,.0f} s"
         lines.append(
-            f"- {m['size']:,} cases on {m['backend']}: measured {m['finished_at']}, "
-            f"{m.get('runs', '?')} runs after {m.get('warmup', 1)} warm-up(s)"
-            + (f", the naive ways {m['naive_runs']} run(s)" if m.get("naive_runs") else "")
-            + "; database "
+            f"- {m['size']:,} cases on {m['backend']}: database "
             f"{'reused (built' if m.get('reused') else 'built'} in {built}"
             f"{')' if m.get('reused') else ''}"
-            + (f", {m['method']}" if m.get("method") else "")
-            + (f"; load average {m['load']}" if m.get("load") else "")
-            + (f"; calibration {m['calibration']}" if m.get("calibration") else "")
-            + ".")
+            + (f", {m['method']}" if m.get("method") else "") + ".")
+        by_run: dict[str, list[str]] = {}
+        for suite, info in sorted((m.get("suites") or {"all suites": m}).items(),
+                                  key=lambda kv: _suite_rank(kv[0])):
+            by_run.setdefault(_describe_run(info), []).append(suite)
+        for text, suites in by_run.items():
+            lines.append(f"  - {', '.join(suites)}: {text}.")
     lines += ["",
               "Each figure: a warm-up, then several runs (the median, min–max in brackets). "
               "*naive*: all open cases into pandas and sorted, stage times by replaying "
@@ -253,6 +283,15 @@ def readme_section(results: list[tuple[dict[str, Any], list[Row]]],
     lines.append(render_markdown(rows))
     lines += ["", END_MARK]
     return "\n".join(lines)
+
+
+def _describe_run(m: dict[str, Any]) -> str:
+    return (f"measured {m.get('finished_at', '?')}"
+            + (f" at commit {m['commit']}" if m.get("commit") else "")
+            + f", {m.get('runs', '?')} runs after {m.get('warmup', 1)} warm-up(s)"
+            + (f", the naive ways {m['naive_runs']} run(s)" if m.get("naive_runs") else "")
+            + (f"; load average {m['load']}" if m.get("load") else "")
+            + (f"; calibration {m['calibration']}" if m.get("calibration") else ""))
 
 
 def update_readme(readme: Path, section: str) -> bool:
