@@ -82,17 +82,27 @@ def replicate_sqlite(path: str, factor: int, log: Any) -> None:
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
             "AND tbl_name IN ('patient', 'cases', 'case_event', 'record_item', "
             "'contact_attempt')").fetchall()
+        # The copies carry their own derived columns (failed_contacts, scan_dirty): the
+        # triggers that keep them (migration 0005) would recount each copied contact
+        # attempt without the dropped indexes. Dropped for the copy, restored after.
+        triggers = con.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+            "AND tbl_name IN ('cases', 'contact_attempt')").fetchall()
         ids = base_ids(lambda sql: con.execute(sql).fetchone()[0])
         start = time.perf_counter()
         con.execute("BEGIN IMMEDIATE")
         for name, _ in indexes:
             con.execute(f'DROP INDEX "{name}"')
+        for name, _ in triggers:
+            con.execute(f'DROP TRIGGER "{name}"')
         for copy in range(1, factor):
             for sql in statements("sqlite", ids, copy):
                 con.execute(sql)
         log(f"    copied x{factor} in {time.perf_counter() - start:.0f} s")
         start = time.perf_counter()
         for _, sql in indexes:
+            con.execute(sql)
+        for _, sql in triggers:
             con.execute(sql)
         con.execute("COMMIT")
         log(f"    rebuilt {len(indexes)} indexes in {time.perf_counter() - start:.0f} s")

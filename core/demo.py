@@ -816,7 +816,10 @@ class _Generator:
             closed_from_state=closed_from, created_at=assessed_ts,
             updated_at=state_entered_ts if updated is state_entered else ts(updated),
             updated_by_id=actor, flag_rank=0,  # the demo has no flags until a scan
-            furthest_rank=max(PHASE.get(st, 0) for st in path))))
+            furthest_rank=max(PHASE.get(st, 0) for st in path),
+            # new to the scan; failed_contacts is counted by the contact_attempt triggers
+            # as the attempts below are inserted (migration 0005)
+            scan_dirty=True, failed_contacts=0)))
 
         self._records(out["record_item"], case_id, path, times, end, phase, biopsy_fac,
                       imaging_fac, dx, treatment)

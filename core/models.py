@@ -185,6 +185,13 @@ class Case(SQLModel, table=True):
                                 " AND planned_treatment_start IS NOT NULL"),
               postgresql_where=text("state <> 'closed' AND outcome_recorded_at IS NULL"
                                     " AND planned_treatment_start IS NOT NULL")),
+        # The incremental scan (core/scan/sweep.py): the cases written since the last
+        # scan, and the open cases whose escalation time falls between two scans.
+        Index("ix_cases_scan_dirty", "id", sqlite_where=text("scan_dirty = 1"),
+              postgresql_where=text("scan_dirty")),
+        Index("ix_cases_scan_escalate", "escalate_at",
+              sqlite_where=text("state <> 'closed' AND escalate_at IS NOT NULL"),
+              postgresql_where=text("state <> 'closed' AND escalate_at IS NOT NULL")),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -258,6 +265,11 @@ class Case(SQLModel, table=True):
     # the position in `core.vocab.FUNNEL` of the furthest state any move entered (the
     # funnel's "reached"), kept by the workflow write path with each history row.
     furthest_rank: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # Kept by the database itself (triggers, migration 0005), read by the scan: a case
+    # whose scan-rule columns were written since the last scan (a new case included),
+    # and the failed contact attempts with no successful one at or after them.
+    scan_dirty: bool = Field(default=True, sa_column_kwargs={"server_default": "0"})
+    failed_contacts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class CaseEvent(SQLModel, table=True):
@@ -393,7 +405,9 @@ class CaseFlag(SQLModel, table=True):
     acknowledged_by_id: int | None = Field(default=None, foreign_key="app_user.id")
     ack_note: str | None = Field(default=None, max_length=REASON_MAX)
     detail: str | None = Field(default=None, max_length=DETAIL_MAX)
-    shortfall_days: float | None = None  # deadline risk: days the remaining stages overrun
+    # deadline risk: days the remaining stages overran the plan when the flag was raised
+    # (not kept up to date: it grows by one every day; compute today's from the case)
+    shortfall_days: float | None = None
 
 
 class JobRun(SQLModel, table=True):
@@ -412,6 +426,9 @@ class JobRun(SQLModel, table=True):
     examined: int = Field(default=0)
     worker: str | None = Field(default=None, max_length=128)
     error: str | None = Field(default=None, max_length=DETAIL_MAX)
+    # What the run compared with (JSON): a scan's `now`, cutoffs and expected remaining
+    # days, read by the next scan to find what time alone has changed; stage medians.
+    context: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class WorkerLease(SQLModel, table=True):

@@ -269,9 +269,10 @@ class Worker:
         if result.skipped:
             log.warning("scan skipped: this worker no longer holds the lease")
         else:
-            log.info("scan: raised %d, escalated %d, resolved %d, adjusted %d, %d open cases"
-                     " (%.2f s)", result.raised, result.escalated, result.resolved,
-                     result.adjusted, result.examined, result.seconds)
+            log.info("scan: raised %d, escalated %d, resolved %d, adjusted %d, %d cases"
+                     " examined%s (%.2f s)", result.raised, result.escalated, result.resolved,
+                     result.adjusted, result.examined, " (full)" if result.full else "",
+                     result.seconds)
 
     def recompute_job(self) -> None:
         try:

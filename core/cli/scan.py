@@ -48,7 +48,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"Scan done in {result.seconds:.2f} s: {result.raised} raised, "
             f"{result.escalated} escalated, {result.resolved} resolved, "
-            f"{result.adjusted} adjusted; {result.examined} open cases examined."
+            f"{result.adjusted} adjusted; {result.examined} cases examined"
+            f" ({'full scan' if result.full else 'written or due since the last scan'})."
         )
         for kind, counts in result.by_kind.items():
             typer.echo(f"  {kind:<14} " + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -1,27 +1,58 @@
 """The stalled-case scan (DESIGN.md section 5): raise, escalate and resolve flags.
 
-Set-based, per flag kind: one UPDATE ... FROM ... RETURNING visits only the open flags
-that differ from what the rule wants now (a NOT EXISTS probing each flag's case by its
-primary key) and resolves them (cause gone) or
-moves their severity/shortfall; then one INSERT ... SELECT raises the missing flags,
-skipped when a count shows none is missing. Every comparison is between stored columns
-and bound values (`now`, cutoff dates), so the SQL is the same on SQLite and PostgreSQL
-(the one exception, a date difference for the shortfall, is spelled per dialect) and no
-Python loop ever visits a case.
+Set-based, per flag kind: one UPDATE ... FROM ... RETURNING visits the open flags that
+differ from what the rule wants now (a NOT EXISTS probing each flag's case by its primary
+key) and resolves them (cause gone) or moves their severity; then one INSERT ... SELECT
+raises the missing flags. Every comparison is between stored columns and bound values
+(`now`, cutoff dates), so the SQL is the same on SQLite and PostgreSQL and no Python loop
+ever visits a case.
+
+Incremental (issue 8). A rule's outcome for a case is a function of a few stored case
+columns and of the scan's context (`now`, the patient-clock cutoff dates, each state's
+deadline-risk cutoff date, the unreachable threshold). After a scan every case's open
+flags are what the rules want, so the next scan only has to look at the cases for which
+one of the two sides moved:
+
+a. the case's columns: every write of a rule input (state, hold, deadlines, outcome,
+   biopsy date, planned treatment, treatment status, failed contacts) or a new case sets
+   `cases.scan_dirty` - in the database, by triggers (migration 0005), so no write path
+   (workflows, nightly deadline recompute, demo loader, a hand-made fix) can forget it.
+   The scan claims the marks in its own transaction (PostgreSQL: one UPDATE ... RETURNING
+   inside the INSERT that fills the work list, which waits for a writer holding the row
+   and then sees its commit; a write committed after the claim marks the case again for
+   the next scan; SQLite: the scan holds the write lock throughout);
+b. the context: the previous successful scan stores its context on its JobRun
+   (`job_run.context`). A stored threshold can only change its comparison if it lies
+   between the old and the new value of what it is compared with: SLA `due_soon_at`,
+   `due_at`, `escalate_at` between the two `now`s; `biopsy_date` between the two cutoff
+   dates of each patient-clock level; `planned_treatment_start` between a state's two
+   risk cutoffs (which move with today and with the expected remaining days). Each is one
+   index range over the open cases, unioned into a temporary work list with (a);
+c. a full scan - every open flag and every open case, the statements above without the
+   work list - when there is no usable previous context: the first scan, an older
+   context format, or a changed unreachable threshold (no index on the count).
+
+Facts that change every day are not stored: a deadline-risk flag keeps the shortfall it
+had when it was raised (today's is `clocks.deadline_shortfall` from the case). The stage
+medians behind the expected remaining days come from the nightly recompute job (stored
+on its JobRun and carried forward on each scan's); a scan computes them from history only
+when none are stored or they are over a week old. `cases.flag_rank` (the worst open
+flag's rank, for the triage queue) is set for every case the scan looked at.
 
 The whole scan and its JobRun row are one transaction: a scan killed half-way leaves
-nothing behind and the next one does the whole job. Scans are serialised (SQLite's
-BEGIN IMMEDIATE; a transaction-scoped advisory lock on PostgreSQL), so a manual
-`casedesk scan` beside the worker can never raise a flag twice; the partial unique index
-(one open flag per case and kind) would refuse it anyway.
+nothing behind (its claims included) and the next one does the whole job. Scans are
+serialised (SQLite's BEGIN IMMEDIATE; a transaction-scoped advisory lock on PostgreSQL),
+so a manual `casedesk scan` beside the worker can never raise a flag twice; the partial
+unique index (one open flag per case and kind) would refuse it anyway.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import (
@@ -39,6 +70,8 @@ from sqlalchemy import (
     null,
     select,
     text,
+    true,
+    union,
     update,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -49,12 +82,11 @@ from sqlmodel import Session
 
 from core.config import get_settings
 from core.db import session_scope
-from core.models import DETAIL_MAX, Case, CaseFlag, ContactAttempt, JobRun
+from core.models import DETAIL_MAX, Case, CaseFlag, JobRun
 from core.timeutil import as_utc
 from core.vocab import (
     FUNNEL,
     CaseState,
-    ContactOutcome,
     FlagKind,
     FlagSeverity,
     JobStatus,
@@ -68,10 +100,14 @@ SCAN_JOB = "scan"
 RECOMPUTE_JOB = "recompute_deadlines"
 _PG_SCAN_LOCK = 4_242_004  # transaction-scoped advisory lock serialising scans
 _SQLITE_SCAN_CACHE = -65536  # KiB: 64 MB while a scan runs
+CONTEXT_VERSION = 1  # of the JSON on job_run.context; another version means a full scan
+# Stage medians move slowly (a day adds a few thousandths of the history); the nightly job
+# refreshes them, and a scan recomputes them itself only when that has not happened for
+# this long.
+MEDIANS_MAX_AGE = timedelta(days=7)
 
 cases = Case.__table__
 flags = CaseFlag.__table__
-attempts = ContactAttempt.__table__
 
 
 class days_between(FunctionElement):  # noqa: N801 - reads as a SQL function
@@ -99,13 +135,15 @@ class ScanResult:
     raised: int = 0
     escalated: int = 0
     resolved: int = 0
-    adjusted: int = 0  # severity lowered (limit raised) or shortfall changed
-    examined: int = 0  # open cases looked at
+    adjusted: int = 0  # severity lowered (a limit was raised)
+    examined: int = 0  # cases looked at: every open case on a full scan
+    full: bool = False  # no usable previous context: every open case and flag visited
     by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
     job_run_id: int | None = None
     started_at: datetime | None = None
     seconds: float = 0.0
     skipped: bool = False  # not the leader any more: nothing was done
+    context: str | None = None  # JSON, stored on the JobRun for the next scan
 
     @property
     def changed(self) -> int:
@@ -113,6 +151,7 @@ class ScanResult:
 
     def as_dict(self) -> dict:
         data = asdict(self)
+        data.pop("context")
         data["started_at"] = self.started_at.isoformat() if self.started_at else None
         return data
 
@@ -126,6 +165,66 @@ class ScanContext:
     patient_cutoffs: tuple[date, date, date]  # amber, red, critical
     remaining: dict[str, float]  # expected days to the outcome, per state
     unreachable_attempts: int
+    medians: dict[str, clocks.StageTime] = field(default_factory=dict)
+    medians_at: datetime | None = None
+    incremental: bool = False  # the rules look only at the cases on the work list
+
+    @property
+    def risk_cutoffs(self) -> dict[str, date]:
+        return {s: clocks.risk_cutoff(self.today, r) for s, r in self.remaining.items()}
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "v": CONTEXT_VERSION,
+            "now": self.now.isoformat(),
+            "patient_cutoffs": [d.isoformat() for d in self.patient_cutoffs],
+            "risk_cutoffs": {s: d.isoformat() for s, d in self.risk_cutoffs.items()},
+            "unreachable_attempts": self.unreachable_attempts,
+            **_medians_json(self.medians, self.medians_at),
+        }, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class PreviousScan:
+    """The part of the previous successful scan's context the next one compares with."""
+
+    now: datetime
+    patient_cutoffs: tuple[date, date, date]
+    risk_cutoffs: dict[str, date]
+    unreachable_attempts: int
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> PreviousScan | None:
+        try:
+            data = json.loads(raw or "null")
+            if not isinstance(data, dict) or data.get("v") != CONTEXT_VERSION:
+                return None
+            return cls(
+                now=as_utc(datetime.fromisoformat(data["now"])),
+                patient_cutoffs=tuple(date.fromisoformat(d)
+                                      for d in data["patient_cutoffs"]),  # type: ignore[arg-type]
+                risk_cutoffs={s: date.fromisoformat(d) for s, d in data["risk_cutoffs"].items()},
+                unreachable_attempts=int(data["unreachable_attempts"]),
+            )
+        except (ValueError, KeyError, TypeError):  # unreadable: a full scan is always right
+            return None
+
+
+def _medians_json(medians: dict[str, clocks.StageTime], at: datetime | None) -> dict:
+    if at is None:
+        return {}
+    return {"medians": {s: [m.n, m.median] for s, m in medians.items()},
+            "medians_at": as_utc(at).isoformat()}
+
+
+def _medians_from_json(raw: str | None) -> tuple[dict[str, clocks.StageTime], datetime] | None:
+    try:
+        data = json.loads(raw or "null")
+        medians = {s: clocks.StageTime(int(n), None if m is None else float(m))
+                   for s, (n, m) in data["medians"].items()}
+        return medians, as_utc(datetime.fromisoformat(data["medians_at"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -134,6 +233,7 @@ class Rule:
     applies: Callable[[ScanContext], ColumnElement[bool]]  # over `cases`
     severity: Callable[[ScanContext], ColumnElement[str]] | None = None
     fixed: FlagSeverity | None = None  # kinds with a single severity (at risk, unreachable)
+    # Stored on the flag when it is raised (and not kept up to date afterwards).
     shortfall: Callable[[ScanContext], ColumnElement] | None = None
     # An SLA flag belongs to the state it was raised in: leaving the state resolves it
     # (a new flag is raised for the new state if that one is late too).
@@ -175,11 +275,9 @@ def _patient_severity(ctx: ScanContext) -> ColumnElement[str]:
 
 
 def _risk_cutoff(ctx: ScanContext) -> ColumnElement:
-    return case(
-        *[(cases.c.state == s.value, clocks.risk_cutoff(ctx.today, ctx.remaining[s.value]))
-          for s in FUNNEL],
-        else_=null(),
-    )
+    cutoffs = ctx.risk_cutoffs
+    return case(*[(cases.c.state == s.value, cutoffs[s.value]) for s in FUNNEL],
+                else_=null())
 
 
 def _risk_applies(ctx: ScanContext) -> ColumnElement[bool]:
@@ -196,33 +294,9 @@ def _risk_shortfall(ctx: ScanContext) -> ColumnElement:
                                     cases.c.planned_treatment_start)
 
 
-# Cases with enough failed contact attempts in a row, worked out once per scan: the
-# subquery walks every attempt, and each flag statement would otherwise repeat it.
-_unreachable = Table("scan_unreachable", MetaData(), Column("case_id", Integer, primary_key=True),
-                     prefixes=["TEMPORARY"])
-
-
-def _fill_unreachable(session: Session, ctx: ScanContext) -> None:
-    # Failed attempts with no successful one at or after them, counted per case
-    # (measured: faster on SQLite than a LEFT JOIN to each case's last success or a
-    # ROW_NUMBER() window).
-    ok = ContactOutcome.REACHED.value
-    later = attempts.alias("later")
-    failed_since_success = (
-        select(attempts.c.case_id)
-        .where(attempts.c.outcome != ok,
-               ~exists().where(later.c.case_id == attempts.c.case_id, later.c.outcome == ok,
-                               later.c.at >= attempts.c.at))
-        .group_by(attempts.c.case_id)
-        .having(func.count() >= ctx.unreachable_attempts)
-    )
-    conn = session.connection()
-    _unreachable.create(conn)
-    conn.execute(insert(_unreachable).from_select(["case_id"], failed_since_success))
-
-
 def _unreachable_applies(ctx: ScanContext) -> ColumnElement[bool]:
-    return and_(_OPEN_CASE, cases.c.id.in_(select(_unreachable.c.case_id)))
+    # failed_contacts is kept by triggers on contact_attempt (migration 0005).
+    return and_(_OPEN_CASE, cases.c.failed_contacts >= ctx.unreachable_attempts)
 
 
 RULES: tuple[Rule, ...] = (
@@ -238,7 +312,77 @@ def _rank(severity: ColumnElement[str]) -> ColumnElement[int]:
     return case(*[(severity == s.value, s.rank) for s in FlagSeverity], else_=0)
 
 
+# --- the work list of an incremental scan ----------------------------------------------
+
+_touched = Table("scan_touched", MetaData(), Column("case_id", Integer, primary_key=True),
+                 prefixes=["TEMPORARY"])
+_DIRTY = cases.c.scan_dirty == true()  # spelled as the partial index's predicate
+
+
+def _between(column: ColumnElement, a, b, *, upper: bool = True) -> ColumnElement[bool]:  # noqa: ANN001
+    """The values whose comparison with a cutoff differs between cutoffs a and b:
+    (lo, hi] for `column <= cutoff` (upper), [lo, hi) for `column < cutoff`."""
+    lo, hi = min(a, b), max(a, b)
+    return and_(column > lo, column <= hi) if upper else and_(column >= lo, column < hi)
+
+
+def _moved_by_time(ctx: ScanContext, prev: PreviousScan) -> list:
+    """One SELECT of case ids per stored threshold the context moved across, each an
+    index range over the open cases (its WHERE repeats the partial index's)."""
+    parts = []
+    if prev.now != ctx.now:
+        for column, index_where in [
+            (cases.c.due_soon_at, cases.c.due_soon_at.is_not(None)),  # ix_cases_scan_sla
+            (cases.c.due_at, true()),  # ix_cases_open_due
+            (cases.c.escalate_at, cases.c.escalate_at.is_not(None)),  # ix_cases_scan_escalate
+        ]:
+            parts.append(select(cases.c.id).where(_OPEN_CASE, index_where,
+                                                  _between(column, prev.now, ctx.now)))
+    for old, new in zip(prev.patient_cutoffs, ctx.patient_cutoffs, strict=True):
+        if old != new:  # ix_cases_scan_patient
+            parts.append(select(cases.c.id).where(
+                _OPEN_CASE, _OUTCOME_PENDING, cases.c.biopsy_date.is_not(None),
+                _between(cases.c.biopsy_date, old, new)))
+    for state, new in ctx.risk_cutoffs.items():
+        old = prev.risk_cutoffs.get(state)
+        if old is None:
+            old = date.min  # a state the previous scan did not know: all of it
+        if old != new:  # ix_cases_scan_risk
+            parts.append(select(cases.c.id).where(
+                _OPEN_CASE, _OUTCOME_PENDING, cases.c.planned_treatment_start.is_not(None),
+                cases.c.state == state,
+                _between(cases.c.planned_treatment_start, old, new, upper=False)))
+    return parts
+
+
+def _fill_work_list(session: Session, ctx: ScanContext, prev: PreviousScan) -> int:
+    """Claim the dirty cases and add the ones time moved across a threshold; returns how
+    many cases the scan will look at."""
+    conn = session.connection()
+    _touched.create(conn)
+    moved = _moved_by_time(ctx, prev)
+    if conn.dialect.name == "postgresql":
+        # Claim and list in one statement: a concurrent writer's row is waited for, then
+        # claimed with its committed values, which the later statements see.
+        claimed = (update(cases).where(_DIRTY).values(scan_dirty=False)
+                   .returning(cases.c.id).cte("claimed"))
+        source = union(select(claimed.c.id), *moved)
+        conn.execute(insert(_touched).from_select(["case_id"], source))
+    else:
+        # SQLite: this transaction holds the write lock, nobody writes in between.
+        conn.execute(insert(_touched).from_select(
+            ["case_id"], union(select(cases.c.id).where(_DIRTY), *moved)))
+        conn.execute(update(cases).where(_DIRTY).values(scan_dirty=False))
+    return conn.execute(select(func.count()).select_from(_touched)).scalar_one()
+
+
+# --- one rule ---------------------------------------------------------------------------
+
+
 def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int]:
+    """Bring one kind's open flags in line with the rule: for the cases on the work list
+    (incremental), or for every case (a full scan)."""
+    only = _touched if ctx.incremental else None
     kind = rule.kind.value
     now = literal(ctx.now, flags.c.raised_at.type)
     applies = rule.applies(ctx)
@@ -254,9 +398,8 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
 
     # 1. one pass over the open flags of this kind: resolve those whose cause is gone
     #    (state moved, hold started, record arrived, contact made, closed, outcome
-    #    recorded...), move the severity (and shortfall) of the others where it changed.
-    #    RETURNING tells the three apart without another pass; when nothing changed it
-    #    returns nothing.
+    #    recorded...), move the severity of the others where it changed. RETURNING tells
+    #    the three apart without another pass; when nothing changed it returns nothing.
     values: dict = {"resolved_at": case((still, null()), else_=now)}
     if rule.fixed is None:
         values["severity"] = case((still, severity), else_=flags.c.severity)
@@ -264,9 +407,6 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
         values["escalated_at"] = case(
             (and_(still, _rank(severity) > _rank(flags.c.severity)), now),
             else_=flags.c.escalated_at)
-    if rule.shortfall is not None:
-        shortfall = rule.shortfall(ctx)
-        values["shortfall_days"] = case((still, shortfall), else_=flags.c.shortfall_days)
     # Which open flags differ from what the rule wants now; only those join their case.
     f = flags.alias("f")
     want = [cases.c.id, severity]
@@ -274,18 +414,15 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
     if rule.per_state:
         want.append(cases.c.state)
         have.append(f.c.state)
-    if rule.shortfall is not None:
-        want.append(rule.shortfall(ctx))
-        have.append(f.c.shortfall_days)
     # NOT EXISTS, not a row-value NOT IN: SQLite cannot prove the CASE column non-NULL,
     # so NOT IN rescanned the whole list for every flag that missed - 15 s of CPU at
     # 100,000 cases, quadratic beyond (issue 8). Each flag now probes its own case by
     # primary key; correlate(f) keeps `cases` inside the subquery.
     differs = ~exists().where(applies, *[w == h for w, h in zip(want, have, strict=True)]) \
         .correlate(f)
-    if rule.shortfall is not None:
-        differs = differs | f.c.shortfall_days.is_(None)
-    differing = select(f.c.id).where(f.c.resolved_at.is_(None), f.c.kind == kind, differs)
+    scope = [] if only is None else [f.c.case_id.in_(select(only.c.case_id))]
+    differing = select(f.c.id).where(*scope, f.c.resolved_at.is_(None), f.c.kind == kind,
+                                     differs)
     rows = session.execute(
         update(flags)
         .where(flags.c.id.in_(differing), cases.c.id == flags.c.case_id)
@@ -297,16 +434,18 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
                     if gone is None and up is not None and as_utc(up) == ctx.now)
     adjusted = len(rows) - resolved - escalated
 
-    # 2. raise new flags where none is open. After step 1 every open flag of this kind
-    #    belongs to a distinct case that qualifies, so when the counts agree there is
-    #    nothing to raise - a count is much cheaper than the anti-join below.
-    open_flags = session.execute(
-        select(func.count()).select_from(flags).where(open_of_kind)).scalar_one()
-    qualifying = session.execute(
-        select(func.count()).select_from(cases).where(applies)).scalar_one()
-    if qualifying <= open_flags:
-        return {"raised": 0, "escalated": escalated, "resolved": resolved,
-                "adjusted": adjusted}
+    # 2. raise new flags where none is open.
+    if only is None:
+        # After step 1 every open flag of this kind belongs to a distinct case that
+        # qualifies, so when the counts agree there is nothing to raise - a count is much
+        # cheaper than the anti-join below over every case.
+        open_flags = session.execute(
+            select(func.count()).select_from(flags).where(open_of_kind)).scalar_one()
+        qualifying = session.execute(
+            select(func.count()).select_from(cases).where(applies)).scalar_one()
+        if qualifying <= open_flags:
+            return {"raised": 0, "escalated": escalated, "resolved": resolved,
+                    "adjusted": adjusted}
     has_open = exists().where(flags.c.case_id == cases.c.id, flags.c.kind == kind,
                               flags.c.resolved_at.is_(None))
     columns = ["case_id", "kind", "severity", "state", "raised_at"]
@@ -314,8 +453,11 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
     if rule.shortfall is not None:
         columns.append("shortfall_days")
         values_.append(rule.shortfall(ctx))
+    where = [applies, ~has_open]
+    if only is not None:
+        where.append(cases.c.id.in_(select(only.c.case_id)))
     raised = session.execute(
-        insert(flags).from_select(columns, select(*values_).where(applies, ~has_open))
+        insert(flags).from_select(columns, select(*values_).where(*where))
         # an INSERT's cursor is closed before .rowcount is read unless asked to keep it
         .execution_options(preserve_rowcount=True)
     ).rowcount or 0
@@ -323,33 +465,105 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
             "adjusted": adjusted}
 
 
+def _update_flag_rank(session: Session, only: Table | None) -> None:
+    """cases.flag_rank = the worst open flag's rank (0 without one), written only where it
+    differs: for the work list, or for every case on a full scan."""
+    open_flag = flags.c.resolved_at.is_(None)
+    if only is not None:
+        worst = func.coalesce(
+            select(func.max(_rank(flags.c.severity)))
+            .where(flags.c.case_id == cases.c.id, open_flag)
+            .scalar_subquery(), 0)
+        session.execute(update(cases)
+                        .where(cases.c.id.in_(select(only.c.case_id)),
+                               cases.c.flag_rank != worst)
+                        .values(flag_rank=worst))
+        return
+    w = (select(flags.c.case_id, func.max(_rank(flags.c.severity)).label("r"))
+         .where(open_flag).group_by(flags.c.case_id).subquery())
+    session.execute(update(cases).where(cases.c.id == w.c.case_id, cases.c.flag_rank != w.c.r)
+                    .values(flag_rank=w.c.r))
+    session.execute(update(cases)
+                    .where(cases.c.flag_rank != 0,
+                           ~exists().where(flags.c.case_id == cases.c.id, open_flag))
+                    .values(flag_rank=0))
+
+
+# --- context ----------------------------------------------------------------------------
+
+
+def _latest_context(session: Session, jobs: tuple[str, ...]) -> str | None:
+    # Newest by id: scans are serialised, so the id order is the commit order.
+    return session.execute(
+        select(JobRun.context).where(JobRun.job.in_(jobs),
+                                     JobRun.status == JobStatus.OK.value)
+        .order_by(JobRun.id.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def stored_medians(session: Session, *, now: datetime) -> tuple[dict, datetime]:
+    """The stage medians of the newest scan or nightly job that stored some, unless
+    missing or older than MEDIANS_MAX_AGE: then computed from history (seconds at a
+    million cases)."""
+    raw = session.execute(
+        select(JobRun.context).where(JobRun.job.in_((SCAN_JOB, RECOMPUTE_JOB)),
+                                     JobRun.status == JobStatus.OK.value,
+                                     JobRun.context.is_not(None))
+        .order_by(JobRun.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    found = _medians_from_json(raw)
+    if found is not None and found[1] >= as_utc(now) - MEDIANS_MAX_AGE:
+        return found
+    return clocks.stage_medians(session), as_utc(now)
+
+
 def build_context(session: Session, *, now: datetime, settings=None) -> ScanContext:  # noqa: ANN001
     settings = settings or get_settings()
     today = clocks.local_today(now, settings.tz)
     thresholds = clocks.PatientClockThresholds.from_settings(settings)
-    remaining = clocks.expected_remaining_days(clocks.stage_medians(session),
-                                               clocks.load_limits(session))
+    medians, medians_at = stored_medians(session, now=now)
+    remaining = clocks.expected_remaining_days(medians, clocks.load_limits(session))
     return ScanContext(now=as_utc(now), today=today,
                        patient_cutoffs=thresholds.cutoffs(today), remaining=remaining,
-                       unreachable_attempts=settings.unreachable_attempts)
+                       unreachable_attempts=settings.unreachable_attempts,
+                       medians=medians, medians_at=medians_at)
 
 
-def scan_session(session: Session, *, now: datetime, settings=None) -> ScanResult:  # noqa: ANN001
-    """The scan's statements inside the caller's transaction (tests and `run_scan`)."""
+def previous_scan(session: Session) -> PreviousScan | None:
+    return PreviousScan.from_json(_latest_context(session, (SCAN_JOB,)))
+
+
+# --- the scan ---------------------------------------------------------------------------
+
+
+def scan_session(session: Session, *, now: datetime, settings=None,  # noqa: ANN001
+                 full: bool = False) -> ScanResult:
+    """The scan's statements inside the caller's transaction (tests and `run_scan`):
+    incremental after a scan with a usable context, else (or with `full`) full."""
     ctx = build_context(session, now=now, settings=settings)
-    result = ScanResult(started_at=ctx.now)
-    _fill_unreachable(session, ctx)
-    for rule in RULES:
-        counts = _sweep_kind(session, rule, ctx)
-        result.by_kind[rule.kind.value] = counts
-        result.raised += counts["raised"]
-        result.escalated += counts["escalated"]
-        result.resolved += counts["resolved"]
-        result.adjusted += counts["adjusted"]
-    result.examined = session.execute(
-        select(func.count()).select_from(cases).where(_OPEN_CASE)
-    ).scalar_one()
-    _unreachable.drop(session.connection())  # a rollback drops it too (transactional DDL)
+    prev = None if full else previous_scan(session)
+    if prev is not None and prev.unreachable_attempts != ctx.unreachable_attempts:
+        prev = None
+    result = ScanResult(started_at=ctx.now, full=prev is None, context=ctx.to_json())
+    only = None if prev is None else _touched
+    ctx = replace(ctx, incremental=only is not None)
+    if prev is None:
+        session.execute(update(cases).where(_DIRTY).values(scan_dirty=False))
+        result.examined = session.execute(
+            select(func.count()).select_from(cases).where(_OPEN_CASE)).scalar_one()
+    else:
+        result.examined = _fill_work_list(session, ctx, prev)
+    if only is None or result.examined:
+        for rule in RULES:
+            counts = _sweep_kind(session, rule, ctx)
+            result.by_kind[rule.kind.value] = counts
+            result.raised += counts["raised"]
+            result.escalated += counts["escalated"]
+            result.resolved += counts["resolved"]
+            result.adjusted += counts["adjusted"]
+        _update_flag_rank(session, only)
+    if only is not None:
+        _touched.drop(session.connection())  # a rollback drops it too (transactional DDL)
     return result
 
 
@@ -360,8 +574,10 @@ def run_scan(
     worker: str | None = None,
     still_leader: Callable[[Session, datetime], bool] | None = None,
     settings=None,  # noqa: ANN001
+    full: bool = False,
 ) -> ScanResult:
-    """One complete scan in one transaction, recorded as a JobRun row.
+    """One complete scan in one transaction, recorded as a JobRun row (with the context
+    the next scan starts from).
 
     `still_leader` (the worker's lease check) runs inside the transaction, after the
     lock is taken: a worker that lost its lease while paused does nothing. On error the
@@ -375,7 +591,7 @@ def run_scan(
             if engine.dialect.name == "postgresql":
                 session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCAN_LOCK})
             else:
-                # The scan revisits every open flag's case several times: a bigger page
+                # A full scan revisits every open flag's case several times: a bigger page
                 # cache for this transaction keeps those pages in memory (reset below).
                 session.connection().exec_driver_sql(f"PRAGMA cache_size={_SQLITE_SCAN_CACHE}")
             if still_leader is not None and not still_leader(session, now):
@@ -384,12 +600,13 @@ def run_scan(
                          worker=worker)
             session.add(run)
             session.flush()
-            result = scan_session(session, now=now, settings=settings)
+            result = scan_session(session, now=now, settings=settings, full=full)
             result.seconds = time.perf_counter() - started
             run.status = JobStatus.OK.value
             run.finished_at = _finished(now, result.seconds)
             run.raised, run.escalated = result.raised, result.escalated
             run.resolved, run.examined = result.resolved, result.examined
+            run.context = result.context
             session.flush()
             result.job_run_id = run.id
             if engine.dialect.name == "sqlite":
@@ -421,7 +638,9 @@ def _record_failure(engine: Engine, job: str, *, now: datetime, worker: str | No
 def run_recompute(engine: Engine, *, now: datetime, worker: str | None = None,
                   still_leader: Callable[[Session, datetime], bool] | None = None) -> int | None:
     """The nightly full recompute of stored deadlines, recorded as a JobRun
-    (`examined` = cases whose deadlines changed). None when not the leader."""
+    (`examined` = cases whose deadlines changed), which also stores fresh stage medians
+    for the scans (the only place they are read from the whole history). None when not
+    the leader."""
     started = time.perf_counter()
     now = as_utc(now)
     try:
@@ -429,12 +648,13 @@ def run_recompute(engine: Engine, *, now: datetime, worker: str | None = None,
             if still_leader is not None and not still_leader(session, now):
                 return None
             changed = clocks.recompute_all_deadlines(session, now=now)
+            medians = json.dumps({"v": CONTEXT_VERSION,
+                                  **_medians_json(clocks.stage_medians(session), now)})
             session.add(JobRun(job=RECOMPUTE_JOB, status=JobStatus.OK.value, started_at=now,
                                finished_at=_finished(now, time.perf_counter() - started),
-                               examined=changed, worker=worker))
+                               examined=changed, worker=worker, context=medians))
             return changed
     except Exception as exc:
         _record_failure(engine, RECOMPUTE_JOB, now=now, worker=worker, exc=exc,
                         seconds=time.perf_counter() - started)
         raise
-

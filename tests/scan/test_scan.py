@@ -12,11 +12,12 @@ from sqlmodel import Session
 from core.db import session_scope
 from core.errors import PermissionDenied, ValidationError
 from core.models import AuditEntry, Case, CaseEvent, CaseFlag, ContactAttempt, JobRun
-from core.scan import acknowledge_flag, run_scan, scan_summary
+from core.scan import acknowledge_flag, run_recompute, run_scan, scan_summary
 from core.vocab import FUNNEL
 from core.workflows.clocks import (
     DEFAULT_SLA_DAYS,
     apply_deadlines,
+    deadline_shortfall,
     deadlines_for_case,
     load_limits,
 )
@@ -100,7 +101,9 @@ def test_second_scan_with_nothing_changed_changes_nothing(engine, now):
         before = [f.model_dump() for f in session.execute(
             select(CaseFlag).order_by(CaseFlag.id)).scalars()]
     second = run_scan(engine, now=now)
-    assert second.changed == 0 and second.examined == 3
+    # Incremental: nothing was written and the clock did not move, so no case is looked at.
+    assert second.changed == 0 and second.examined == 0 and not second.full
+    assert first.full and first.examined == 3
     with session_scope(engine) as session:
         after = [f.model_dump() for f in session.execute(
             select(CaseFlag).order_by(CaseFlag.id)).scalars()]
@@ -193,13 +196,18 @@ def test_deadline_risk_flags_with_the_shortfall_and_follows_history(engine, now)
                 session.add(CaseEvent(case_id=fits.id, from_state=state, to_state="closed",
                                       at=now, days_in_from_state=5.0, version=1,
                                       team_id=fits.team_id))
+    # The scans read the stage medians the nightly job stores; the next scan moves every
+    # state's risk cutoff and looks at the cases in between.
+    run_recompute(engine, now=now)
     r = run_scan(engine, now=now)
     assert r.resolved == 1
     # A day later with the same history: still fits (20 < 34).
     assert run_scan(engine, now=now + timedelta(days=1)).changed == 0
 
 
-def test_deadline_risk_shortfall_is_updated_as_days_pass(engine, now):
+def test_deadline_risk_flag_keeps_the_shortfall_it_was_raised_with(engine, now):
+    # The shortfall grows by a day every day: storing it would rewrite every at-risk flag
+    # on every day's first scan (issue 8). Today's is computed from the case.
     today = now.date()
     with session_scope(engine) as session:
         team = make_team(session, now=now)
@@ -207,9 +215,13 @@ def test_deadline_risk_shortfall_is_updated_as_days_pass(engine, now):
                          planned_treatment_start=today + timedelta(10))  # needs 14
     run_scan(engine, now=now)
     r = run_scan(engine, now=now + timedelta(days=2))
-    assert r.adjusted == 1
+    assert r.changed == 0
     with session_scope(engine) as session:
-        assert open_flags(session, case.id)[(case.id, "deadline_risk")].shortfall_days == 6
+        flag = open_flags(session, case.id)[(case.id, "deadline_risk")]
+        assert flag.shortfall_days == 4
+        case = session.get(Case, case.id)
+        assert deadline_shortfall(case.planned_treatment_start, "seen",
+                                  today + timedelta(days=2), {"seen": 14.0}) == 6
 
 
 def _attempt(session: Session, case_id: int, at, outcome: str) -> None:

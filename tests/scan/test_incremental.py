@@ -1,0 +1,168 @@
+"""The incremental scan leaves exactly what a full scan would (issue 8).
+
+A seeded random run of writes (workflow operations, direct edits of the rule inputs, SLA
+limit changes, new history, contact attempts) and clock moves, on SQLite and PostgreSQL.
+After every incremental scan a full scan at the same `now` runs in a transaction that is
+rolled back; both must leave the same open flags (case, kind, severity, state) and the
+same `cases.flag_rank`.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from core.actor import Actor
+from core.db import session_scope
+from core.errors import CaseDeskError
+from core.models import Case, CaseEvent, CaseFlag, SlaRule
+from core.scan import run_recompute, run_scan, scan_session
+from core.vocab import FUNNEL, ContactOutcome, TreatmentStatus
+from core.workflows import case_ops, contacts
+from core.workflows.clocks import apply_deadlines, deadlines_for_case, load_limits
+from core.workflows.engine import move_case
+from core.workflows.states import Move
+from tests.factories import make_case, make_team
+
+SYSTEM = Actor.system("test")
+CLOCK_STEPS = [timedelta(minutes=5), timedelta(hours=3), timedelta(hours=13), timedelta(days=1),
+               timedelta(days=1), timedelta(days=2), timedelta(days=6), -timedelta(hours=2)]
+
+
+def flag_state(session: Session) -> tuple[set, dict]:
+    open_flags = {(f.case_id, f.kind, f.severity, f.state) for f in session.execute(
+        select(CaseFlag).where(CaseFlag.resolved_at.is_(None))).scalars()}
+    ranks = dict(session.execute(select(Case.id, Case.flag_rank)).all())
+    return open_flags, ranks
+
+
+def full_scan_state(engine, now) -> tuple[set, dict]:  # noqa: ANN001
+    with session_scope(engine) as session:
+        scan_session(session, now=now, full=True)
+        state = flag_state(session)
+        session.rollback()
+    return state
+
+
+def _edit_intake(session: Session, rng: random.Random, case_id: int, now) -> None:  # noqa: ANN001
+    today = now.date()
+    field = rng.choice(["biopsy_date", "planned_treatment_start", "treatment_status"])
+    if field == "treatment_status":
+        value = rng.choice(list(TreatmentStatus)).value
+    elif field == "biopsy_date":
+        value = rng.choice([None, today - timedelta(days=rng.randint(0, 70))])
+    else:
+        value = rng.choice([None, today + timedelta(days=rng.randint(-5, 60))])
+    session.execute(update(Case).where(Case.id == case_id).values({field: value}))
+
+
+def _move_directly(session: Session, rng: random.Random, case_id: int, now) -> None:  # noqa: ANN001
+    """A state change the way the engine writes it (state clock restarted, deadlines
+    stored), without its guards, so every state is reached."""
+    case = session.get(Case, case_id)
+    case.state = rng.choice(FUNNEL).value
+    case.state_entered_at = now - timedelta(days=rng.uniform(0, 20))
+    case.on_hold, case.paused_seconds = False, 0
+    case.close_reason = case.closed_from_state = None
+    apply_deadlines(case, deadlines_for_case(case, load_limits(session), "US"))
+    session.add(case)
+    session.flush()
+
+
+def _workflow_op(session: Session, rng: random.Random, case_id: int, now) -> None:  # noqa: ANN001
+    op = rng.choice(["move", "hold", "resume", "contact", "contact", "outcome", "close",
+                     "reopen"])
+    if op == "move":
+        move_case(session, case_id=case_id, move=rng.choice(list(Move)), actor=SYSTEM, now=now)
+    elif op == "hold":
+        case_ops.put_on_hold(session, case_id=case_id, reason="waiting on slides",
+                             resume_on=now.date() + timedelta(days=5), actor=SYSTEM, now=now)
+    elif op == "resume":
+        case_ops.resume(session, case_id=case_id, actor=SYSTEM, now=now)
+    elif op == "contact":
+        outcome = rng.choice([o.value for o in ContactOutcome] + ["no_answer"] * 3)
+        contacts.log_contact(session, case_id=case_id, channel="phone", outcome=outcome,
+                             actor=SYSTEM, now=now,
+                             at=now - timedelta(minutes=rng.randint(0, 3000)))
+    elif op == "outcome":
+        case_ops.record_outcome(session, case_id=case_id, diagnosis="confirmed",
+                                plan="unchanged", additional_cancer_found=False, actor=SYSTEM,
+                                now=now)
+    elif op == "close":
+        move_case(session, case_id=case_id, move=Move.CLOSE, actor=SYSTEM, now=now,
+                  close_reason="other", reason="test")
+    else:
+        move_case(session, case_id=case_id, move=Move.REOPEN, actor=SYSTEM, now=now,
+                  reason="test")
+
+
+def _change_limit(session: Session, rng: random.Random) -> None:
+    rule = session.get(SlaRule, rng.choice(FUNNEL).value)
+    rule.limit_days = rng.randint(1, 20)
+    rule.business_days = rng.random() < 0.3
+    session.add(rule)
+    session.flush()
+
+
+def _add_history(session: Session, rng: random.Random, case: Case, now) -> None:  # noqa: ANN001
+    state = rng.choice(FUNNEL).value
+    days = rng.uniform(0.5, 15)
+    for _ in range(25):
+        session.add(CaseEvent(case_id=case.id, team_id=case.team_id, from_state=state,
+                              to_state="closed", at=now, version=1,
+                              days_in_from_state=days + rng.uniform(-0.5, 0.5)))
+    session.flush()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_incremental_scan_leaves_what_a_full_scan_would(engine, now, seed):
+    rng = random.Random(seed)
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        ids = []
+        for _ in range(30):
+            state = rng.choice([s.value for s in FUNNEL] * 2 + ["closed"])
+            case = make_case(
+                session, now=now, team=team, state=state, days_in_state=rng.uniform(0, 25),
+                biopsy_days_ago=rng.choice([None, rng.randint(0, 70)]),
+                planned_treatment_start=rng.choice(
+                    [None, now.date() + timedelta(days=rng.randint(-3, 50))]),
+                on_hold=False)
+            ids.append(case.id)
+    run_scan(engine, now=now)
+    incremental = 0
+    for _ in range(60):
+        step = rng.random()
+        if step < 0.3:
+            now += rng.choice(CLOCK_STEPS)
+        with session_scope(engine) as session:
+            for _ in range(rng.randint(0, 4)):
+                case_id = rng.choice(ids)
+                kind = rng.random()
+                try:
+                    if kind < 0.45:
+                        _workflow_op(session, rng, case_id, now)
+                    elif kind < 0.65:
+                        _edit_intake(session, rng, case_id, now)
+                    elif kind < 0.85:
+                        _move_directly(session, rng, case_id, now)
+                    elif kind < 0.93:
+                        _change_limit(session, rng)
+                    else:
+                        _add_history(session, rng, session.get(Case, case_id), now)
+                except CaseDeskError:
+                    pass  # a refused operation writes nothing (savepoint)
+        if rng.random() < 0.15:
+            run_recompute(engine, now=now)  # the nightly job: deadlines and stage medians
+        result = run_scan(engine, now=now)
+        incremental += not result.full
+        with session_scope(engine) as session:
+            got = flag_state(session)
+        expected = full_scan_state(engine, now)
+        assert got[0] == expected[0], f"open flags differ at {now}"
+        assert got[1] == expected[1], f"flag_rank differs at {now}"
+    assert incremental == 60  # every scan after the first had a context to start from
