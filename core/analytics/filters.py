@@ -54,10 +54,7 @@ class CaseFilter:
 
         Choosing a team outside one's reach is refused rather than silently returning
         nothing, so a manager never mistakes "not allowed" for "no cases"."""
-        conds: list[ColumnElement[bool]] = [team_filter(actor, action, Case.team_id)]
-        if self.team_id is not None:
-            require(actor, action, self.team_id)
-            conds.append(Case.team_id == self.team_id)
+        conds = self.team_conditions(actor, action, Case.team_id)
         if with_period:
             lo, hi = self.bounds()
             if lo is not None:
@@ -66,6 +63,17 @@ class CaseFilter:
                 conds.append(Case.assessed_at < hi)
         if with_state and self.state is not None:
             conds.append(Case.state == self.state)
+        return conds
+
+    def team_conditions(
+        self, actor: Actor, action: Action, team_column: Any
+    ) -> list[ColumnElement[bool]]:
+        """The actor's reach and the chosen team, on any table's team column (the history
+        carries its case's team, so per-team stage times need no join to `cases`)."""
+        conds: list[ColumnElement[bool]] = [team_filter(actor, action, team_column)]
+        if self.team_id is not None:
+            require(actor, action, self.team_id)
+            conds.append(team_column == self.team_id)
         return conds
 
     def describe(self) -> dict[str, Any]:

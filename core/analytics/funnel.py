@@ -4,6 +4,11 @@
 when any of its moves entered stage k *or a later one*. Counting the furthest stage makes
 the funnel monotonic even when a case went backwards (a no-show returns a scheduled case
 to records received) or entered the service part-way (imported cases).
+
+The furthest stage is stored on the case (`cases.furthest_rank`, written with each history
+row by the workflow engine), so the funnel is one aggregate over the index
+(team_id, assessed_at, furthest_rank) instead of a pass over the whole history.
+A case with no funnel move has rank 0: every case of the cohort was assessed.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from sqlmodel import Session
 
 from core.actor import Actor
 from core.analytics.filters import CaseFilter
-from core.models import Case, CaseEvent, CaseFlag
+from core.models import Case, CaseFlag
 from core.permissions import Action
 from core.timeutil import as_utc
 from core.vocab import FUNNEL, CaseState, FlagKind, FlagSeverity
@@ -24,7 +29,6 @@ from core.vocab import FUNNEL, CaseState, FlagKind, FlagSeverity
 if TYPE_CHECKING:
     import pandas as pd
 
-_RANK = {state.value: rank for rank, state in enumerate(FUNNEL)}
 STALLED_SEVERITIES = (FlagSeverity.STALLED.value, FlagSeverity.ESCALATED.value)
 
 
@@ -33,19 +37,11 @@ def funnel(session: Session, actor: Actor, filt: CaseFilter) -> pd.DataFrame:
     `conversion` from the previous state (None for the first) and `share` of the cohort."""
     import pandas as pd  # lazily: the exports share this package without it
 
-    rank = case(_RANK, value=CaseEvent.to_state, else_=None)
-    per_case = (
-        select(Case.id.label("case_id"), func.max(rank).label("furthest"))
-        .join(CaseEvent, CaseEvent.case_id == Case.id, isouter=True)
-        # The current state is not a cohort criterion: the funnel is about how far cases got.
-        .where(*filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_state=False))
-        .group_by(Case.id)
-        .subquery()
-    )
-    # Every case of the cohort was assessed, whatever its first recorded move says.
-    furthest = func.coalesce(per_case.c.furthest, 0)
+    # The current state is not a cohort criterion: the funnel is about how far cases got.
     rows = session.exec(
-        select(furthest.label("furthest"), func.count().label("n")).group_by(furthest)
+        select(Case.furthest_rank.label("furthest"), func.count().label("n"))
+        .where(*filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_state=False))
+        .group_by(Case.furthest_rank)
     ).all()
     by_rank = {int(r.furthest): int(r.n) for r in rows}
     reached = []

@@ -12,18 +12,26 @@ Splits:
   facilities counts under both, so the facility split answers "how long do cases that
   need records from X wait", not a partition of all stays.
 For the whole table `filt.state` picks the stage, not the case's current state.
+
+Without a period or a split (the page's first view, and the scan's medians) the numbers
+are read off the index (team_id, from_state, days_in_from_state) - or (from_state,
+days_in_from_state) across every team - by `stats.index_percentiles`: a count per state
+and the one or two values at each needed rank, never ranking every stay. A period (a
+cohort of cases) or a split needs the case's other columns, so those take the general
+path, which ranks the stays in SQL; both give the same numbers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import func, literal
+from sqlalchemy import ColumnElement, func, literal
 from sqlmodel import Session, select
 
 from core.actor import Actor
 from core.analytics.filters import CaseFilter, month_of
-from core.analytics.stats import percentile_select
+from core.analytics.stats import Percentiles, index_percentiles, percentile_select
 from core.models import Case, CaseEvent, RecordItem, SlaRule, Team, User
 from core.permissions import Action
 from core.vocab import FUNNEL, CaseState
@@ -47,6 +55,59 @@ def stage_times(
     """One row per (state, group): n stays, median and 90th percentile days, SLA limit."""
     import pandas as pd  # lazily: the exports share this package without it
 
+    if by is None and filt.start is None and filt.end is None:
+        rows = _from_index(session, actor, filt)
+    else:
+        rows = _ranked(session, actor, filt, by)
+    limits = sla_limits(session)
+    out = [
+        {
+            "state": state,
+            "label": CaseState(state).label,
+            "group": grp,
+            "n": n,
+            "median_days": p50,
+            "p90_days": p90,
+            "sla_days": limits.get(state),
+        }
+        for state, grp, n, p50, p90 in rows
+    ]
+    out.sort(key=lambda d: (_ORDER[d["state"]], str(d["group"])))
+    return pd.DataFrame(out, columns=COLUMNS)
+
+
+def stage_percentiles(
+    session: Session, *, team_id: int | None = None, fractions: Sequence[float] = (0.5, 0.9),
+) -> dict[str, Percentiles]:
+    """Per funnel state with history: the number of stays and their percentiles, for one
+    team or (None) across every team - the service-wide numbers, not a mean of teams.
+
+    No actor: this is for the system's own jobs (the scan's expected remaining days);
+    pages go through `stage_times`, which applies the user's reach."""
+    where = [] if team_id is None else [CaseEvent.team_id == team_id]
+    return _stage_index(session, where, [s.value for s in FUNNEL], fractions)
+
+
+def _from_index(session: Session, actor: Actor, filt: CaseFilter) -> list[tuple]:
+    # The reach is a condition on the history's own team column, inside the statement.
+    where = filt.team_conditions(actor, Action.VIEW_ANALYTICS, CaseEvent.team_id)
+    states = [s.value for s in FUNNEL if filt.state in (None, s.value)]
+    got = _stage_index(session, where, states, (0.5, 0.9))
+    return [(state, "all", p.n, p.values[0], p.values[1]) for state, p in got.items()]
+
+
+def _stage_index(
+    session: Session, where: list[ColumnElement[bool]], states: list[str],
+    fractions: Sequence[float],
+) -> dict[str, Percentiles]:
+    if not states:
+        return {}
+    return index_percentiles(session, CaseEvent.from_state, CaseEvent.days_in_from_state,
+                             states, where, fractions)
+
+
+def _ranked(session: Session, actor: Actor, filt: CaseFilter, by: Split | None) -> list[tuple]:
+    """The general path: every stay of the cohort ranked in SQL (percentile_select)."""
     dialect = session.get_bind().dialect
     stage = CaseEvent.from_state
     if by is None:
@@ -85,18 +146,4 @@ def stage_times(
         base = base.join(facilities, facilities.c.case_id == Case.id)
 
     rows = session.exec(percentile_select(base, ["state", "grp"], "days", dialect)).all()
-    limits = sla_limits(session)
-    out = [
-        {
-            "state": r.state,
-            "label": CaseState(r.state).label,
-            "group": r.grp,
-            "n": int(r.n),
-            "median_days": float(r.p50),
-            "p90_days": float(r.p90),
-            "sla_days": limits.get(r.state),
-        }
-        for r in rows
-    ]
-    out.sort(key=lambda d: (_ORDER[d["state"]], str(d["group"])))
-    return pd.DataFrame(out, columns=COLUMNS)
+    return [(r.state, r.grp, int(r.n), float(r.p50), float(r.p90)) for r in rows]
