@@ -165,6 +165,15 @@ class Case(SQLModel, table=True):
               postgresql_where=text("state <> 'closed'")),
         Index("ix_cases_team_state", "team_id", "state"),
         Index("ix_cases_assignee_state", "assignee_id", "state"),
+        # The triage queue (core/queries/triage.py, migration 0006): every column of its
+        # sort key (rank from flag_rank and the deadlines, deadline, biopsy date, id), of
+        # its scope, of its state filter and of the headline's counts, so a scope's open
+        # cases are ranked, sorted and counted from this index alone and only one page of
+        # wide case rows is read.
+        Index("ix_cases_triage", "team_id", "assignee_id", "flag_rank", "escalate_at",
+              "due_at", "due_soon_at", "biopsy_date", "state", "appointment_at", "id",
+              sqlite_where=text("state <> 'closed'"),
+              postgresql_where=text("state <> 'closed'")),
         # The funnel: a team's cohort (by assessment time) counted by furthest stage,
         # read from the index alone.
         Index("ix_cases_team_assessed_furthest", "team_id", "assessed_at", "furthest_rank"),
@@ -314,6 +323,10 @@ class RecordItem(SQLModel, table=True):
             name="ck_record_dates_in_order",
         ),
         Index("ix_record_item_case_status", "case_id", "status"),
+        # The triage headline's "records overdue" probe, from the index alone (0006).
+        Index("ix_record_item_requested_chase", "case_id", "chase_on", "status",
+              sqlite_where=text("status = 'requested'"),
+              postgresql_where=text("status = 'requested'")),
         Index("ix_record_item_chase", "chase_on", sqlite_where=text("status = 'requested'"),
               postgresql_where=text("status = 'requested'")),
     )

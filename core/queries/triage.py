@@ -1,15 +1,18 @@
 """The triage queue and its headline numbers (DESIGN.md sections 1, 2 and 5): SQL only.
 
 Order, most urgent first:
-1. severity rank: the worst open flag of the case, or the SLA level its stored deadlines
-   give at `now` if that is worse (so a case is not ranked low just because the scan
-   has not run since its deadline passed): escalated 3, stalled 2, due soon 1, none 0;
+1. severity rank: the worst open flag of the case (`cases.flag_rank`, stored by the scan,
+   the only writer of flags), or the SLA level its stored deadlines give at `now` if that
+   is worse (so a case is not ranked low just because the scan has not run since its
+   deadline passed): escalated 3, stalled 2, due soon 1, none 0;
 2. how far past the limit: the stored `due_at`, earliest first (on hold: last);
 3. the patient clock: the biopsy date, oldest first; then the case id.
 
 Paging is keyset on that key (never OFFSET), the team restriction is inside the SQL
-(`core.permissions.team_filter`), and only one page of rows is ever loaded; the *why*
-and the *next action* are then written for those rows with two small IN queries.
+(`core.permissions.team_filter`), and only one page of rows is ever loaded: the scope's
+open cases are ranked and sorted from the covering index ix_cases_triage, then the wide
+rows of that one page are read. The *why* and the *next action* are then written for
+those rows with three small IN queries.
 
 Search matches the patient's normalised name (`patient.search_name`, built with
 `core.validation.search_key`) or record number; `%`, `_` and `\\` in the search text are
@@ -20,14 +23,17 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
+    Select,
     and_,
-    exists,
+    bindparam,
     func,
     literal,
     or_,
@@ -47,6 +53,7 @@ from core.models import (
     ContactAttempt,
     Patient,
     RecordItem,
+    SlaRule,
     Team,
     User,
 )
@@ -64,7 +71,18 @@ from core.vocab import (
     Requirement,
     Role,
 )
-from core.workflows.clocks import load_limits
+from core.workflows.clocks import DEFAULT_SLA_DAYS, SlaLimit
+
+# Core tables, not ORM entities: the queue runs on every rerun of My day, and building
+# and executing ORM-enabled statements cost more than the SQL itself.
+_cases = Case.__table__
+_flags = CaseFlag.__table__
+_patients = Patient.__table__
+_records = RecordItem.__table__
+_contacts = ContactAttempt.__table__
+_users = User.__table__
+_teams = Team.__table__
+_rules = SlaRule.__table__
 
 # Sort keys for NULLs: a case with no deadline (on hold) or no biopsy date sorts last.
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
@@ -159,38 +177,21 @@ class Headline:
 # --- SQL building blocks ------------------------------------------------------------------
 
 
-def _flag_rank_expr() -> ColumnElement[int]:
-    by_severity = sql_case(*[(CaseFlag.severity == s.value, s.rank) for s in FlagSeverity],
-                           else_=0)
-    worst = (select(func.max(by_severity))
-             .where(CaseFlag.case_id == Case.id, CaseFlag.resolved_at.is_(None))
-             .correlate(Case).scalar_subquery())
-    return func.coalesce(worst, 0)
-
-
-def _sla_rank_expr(now: datetime) -> ColumnElement[int]:
+def _sla_rank_expr(now: ColumnElement[datetime]) -> ColumnElement[int]:
     return sql_case(
-        (Case.escalate_at <= now, FlagSeverity.ESCALATED.rank),
-        (Case.due_at <= now, FlagSeverity.STALLED.rank),
-        (Case.due_soon_at <= now, FlagSeverity.DUE_SOON.rank),
+        (_cases.c.escalate_at <= now, FlagSeverity.ESCALATED.rank),
+        (_cases.c.due_at <= now, FlagSeverity.STALLED.rank),
+        (_cases.c.due_soon_at <= now, FlagSeverity.DUE_SOON.rank),
         else_=0,
     )
 
 
-def _rank_expr(now: datetime, dialect: str) -> ColumnElement[int]:
-    # The two-argument scalar max (SQLite) / GREATEST (PostgreSQL) evaluates the flag
-    # subquery once per row; a CASE comparing the two would run it twice.
-    flag, sla = _flag_rank_expr(), _sla_rank_expr(now)
-    if dialect == "sqlite":
-        return func.max(flag, sla)
-    return func.greatest(flag, sla)
-
-
-def _team_column(by_person: bool) -> ColumnElement:
-    """The team column for `team_filter`. When the query also picks one person's cases,
-    `team_id + 0` keeps the planner off the team index (without statistics SQLite
-    prefers it, and walks the whole team - 57 ms instead of 1 ms at 100k cases)."""
-    return Case.team_id + 0 if by_person else Case.team_id
+def _rank_expr(now: ColumnElement[datetime], dialect: str) -> ColumnElement[int]:
+    """The stored worst open flag (`cases.flag_rank`, kept by the scan) or the SLA level
+    the stored deadlines give at `now`, whichever is worse: a deadline that passed since
+    the last scan still ranks the case up. Both read from ix_cases_triage."""
+    greatest = func.max if dialect == "sqlite" else func.greatest  # scalar max on SQLite
+    return greatest(_cases.c.flag_rank, _sla_rank_expr(now))
 
 
 def like_pattern(text: str) -> str:
@@ -204,46 +205,126 @@ def clean_search(text: str | None) -> str | None:
     return clean_text(text, field="Search", max_length=SEARCH_MAX)
 
 
-def _conditions(actor: Actor, filters: TriageFilters, now: datetime) -> list[ColumnElement]:
-    by_person = filters.assignee not in (Assignee.ANYONE, Assignee.UNASSIGNED, None)
-    conds: list[ColumnElement] = [
-        Case.state != CaseState.CLOSED.value,
-        team_filter(actor, Action.VIEW_QUEUE, _team_column(by_person)),
-    ]
+@dataclass(frozen=True)
+class _Shape:
+    """What decides the SQL text of a queue statement (the values are parameters)."""
+
+    role: Role  # with team: the reach `team_filter` gives
+    team: int | None
+    team_filter: bool
+    states: bool
+    assignee: str | None  # "id", "unassigned" or None (anyone)
+    flag: str | None  # None, "any" or a FlagKind value
+    search: bool
+    after: bool
+
+
+def _filter_args(actor: Actor, filters: TriageFilters) -> tuple[_Shape, dict[str, Any]]:
+    """Check the filters (refusing a team outside one's reach, an unknown state or flag
+    kind) and split them into the statement's shape and its parameter values."""
+    params: dict[str, Any] = {}
     if filters.team_id is not None:
         # A team outside one's reach is refused (and audited), not answered with an empty
         # queue that reads as "no work" (issue 7: forbidden cells are refused).
         require(actor, Action.VIEW_QUEUE, filters.team_id)
-        conds.append(Case.team_id == filters.team_id)
+        params["team"] = filters.team_id
     if filters.states:
         bad = [s for s in filters.states if s not in {c.value for c in CaseState}]
         if bad:
             raise ValidationError(f"Unknown state: {', '.join(bad)}.")
-        conds.append(Case.state.in_(list(filters.states)))
+        params["states"] = list(filters.states)
+    assignee = None
     if filters.assignee == Assignee.ME:
-        conds.append(Case.assignee_id == actor.user_id)
+        assignee, params["assignee"] = "id", actor.user_id
     elif filters.assignee == Assignee.UNASSIGNED:
-        conds.append(Case.assignee_id.is_(None))
+        assignee = "unassigned"
     elif filters.assignee not in (Assignee.ANYONE, None):
-        conds.append(Case.assignee_id == int(filters.assignee))
+        assignee, params["assignee"] = "id", int(filters.assignee)
+    flag = None
     if filters.flag:
-        open_flag = and_(CaseFlag.case_id == Case.id, CaseFlag.resolved_at.is_(None))
-        if filters.flag == "any":
-            conds.append(or_(exists().where(open_flag), Case.due_at <= now))
-        else:
-            kind = FlagKind(filters.flag)
-            cond = exists().where(open_flag, CaseFlag.kind == kind.value)
-            if kind is FlagKind.SLA:
-                cond = or_(cond, Case.due_at <= now)
-            conds.append(cond)
+        flag = "any" if filters.flag == "any" else FlagKind(filters.flag).value
     term = clean_search(filters.search)
     if term:
-        pattern_name = like_pattern(search_key(term))
-        pattern_mrn = like_pattern(term.upper())
-        # The queue joins patient already.
-        conds.append(or_(Patient.search_name.like(pattern_name, escape=LIKE_ESCAPE),
-                         func.upper(Patient.mrn).like(pattern_mrn, escape=LIKE_ESCAPE)))
+        params["pattern_name"] = like_pattern(search_key(term))
+        params["pattern_mrn"] = like_pattern(term.upper())
+    shape = _Shape(role=actor.role, team=actor.team_id,
+                   team_filter=filters.team_id is not None, states=bool(filters.states),
+                   assignee=assignee, flag=flag, search=bool(term), after=False)
+    return shape, params
+
+
+def _where(shape: _Shape) -> list[ColumnElement]:
+    """The WHERE of a shape, with bound parameters (`now` and the filter values)."""
+    c = _cases.c
+    now = bindparam("now", type_=c.due_at.type)
+    # team_filter decides from the role and the actor's team alone, both in the shape.
+    reach = Actor(user_id=None, username="", role=shape.role, team_id=shape.team)
+    conds: list[ColumnElement] = [c.state != CaseState.CLOSED.value,
+                                  team_filter(reach, Action.VIEW_QUEUE, c.team_id)]
+    if shape.team_filter:
+        conds.append(c.team_id == bindparam("team"))
+    if shape.states:
+        conds.append(c.state.in_(bindparam("states", expanding=True)))
+    if shape.assignee == "id":
+        conds.append(c.assignee_id == bindparam("assignee"))
+    elif shape.assignee == "unassigned":
+        conds.append(c.assignee_id.is_(None))
+    if shape.flag:
+        open_flag = and_(_flags.c.case_id == c.id, _flags.c.resolved_at.is_(None))
+        if shape.flag == "any":
+            conds.append(or_(select(literal(1)).where(open_flag).exists(), c.due_at <= now))
+        else:
+            cond = select(literal(1)).where(open_flag, _flags.c.kind == shape.flag).exists()
+            if shape.flag == FlagKind.SLA.value:
+                cond = or_(cond, c.due_at <= now)
+            conds.append(cond)
+    if shape.search:
+        # The queue joins patient for a search.
+        p = _patients.c
+        conds.append(or_(p.search_name.like(bindparam("pattern_name"), escape=LIKE_ESCAPE),
+                         func.upper(p.mrn).like(bindparam("pattern_mrn"), escape=LIKE_ESCAPE)))
     return conds
+
+
+@lru_cache(maxsize=256)
+def _queue_statement(dialect: str, shape: _Shape) -> Select:
+    """The queue's statement for a shape, built once per process: building and keying a
+    statement this size cost more CPU than running it. Only SQL text is cached here; every
+    value (now, filters, cursor, page size) is a parameter."""
+    c = _cases.c
+    now = bindparam("now", type_=c.due_at.type)
+    # One key, ascending in every part, so the keyset condition is one row-value
+    # comparison: (-rank, deadline, biopsy date, id) > (the last row's).
+    neg_rank = literal(0) - _rank_expr(now, dialect)
+    due_key = func.coalesce(c.due_at, literal(FAR_FUTURE, c.due_at.type))
+    bio_key = func.coalesce(c.biopsy_date, literal(FAR_DAY, c.biopsy_date.type))
+    conds = _where(shape)
+    if shape.after:
+        conds.append(
+            tuple_(neg_rank, due_key, bio_key, c.id)
+            > tuple_(bindparam("after_rank"), bindparam("after_due", type_=c.due_at.type),
+                     bindparam("after_bio", type_=c.biopsy_date.type), bindparam("after_id"))
+        )
+    # Rank and sort the scope's open cases from ix_cases_triage alone (every column of
+    # the key is in it), then read the wide case row and the patient for one page only.
+    page = select(c.id.label("id"), neg_rank.label("neg_rank"))
+    if shape.search:
+        page = page.join(_patients, _patients.c.id == c.patient_id)
+    page = (page.where(*conds).order_by(neg_rank, due_key, bio_key, c.id)
+            .limit(bindparam("page_limit")).subquery("page"))
+    p = _patients.c
+    return (
+        select(c.id, c.version, c.state, c.due_at, c.biopsy_date, c.assignee_id, c.on_hold,
+               c.hold_until, c.hold_reason, c.state_entered_at, c.paused_seconds,
+               c.specialist_id, c.referral_required, c.referral_status, c.appointment_at,
+               c.planned_treatment_start, c.hold_started_at, page.c.neg_rank,
+               p.first_name, p.last_name, p.mrn, _users.c.full_name.label("assignee_name"))
+        .select_from(page)
+        .join(_cases, c.id == page.c.id)
+        .join(_patients, p.id == c.patient_id)
+        .outerjoin(_users, _users.c.id == c.assignee_id)
+        .order_by(page.c.neg_rank, due_key, bio_key, c.id)
+    )
 
 
 # --- the queue ----------------------------------------------------------------------------
@@ -264,32 +345,15 @@ def queue(
     now = as_utc(now)
     filters = filters or TriageFilters.default_for(actor)
     limit = max(1, min(int(limit), 500))
-    # One key, ascending in every part, so the keyset condition is one row-value
-    # comparison: (-rank, deadline, biopsy date, id) > (the last row's).
-    neg_rank = literal(0) - _rank_expr(now, session.get_bind().dialect.name)
-    due_key = func.coalesce(Case.due_at, literal(FAR_FUTURE, Case.due_at.type))
-    bio_key = func.coalesce(Case.biopsy_date, literal(FAR_DAY, Case.biopsy_date.type))
-    ranked = neg_rank.label("neg_rank")
-    conds = _conditions(actor, filters, now)
+    team_filter(actor, Action.VIEW_QUEUE, _cases.c.team_id)  # refuses a role without reach
+    shape, params = _filter_args(actor, filters)
     if after is not None:
-        conds.append(
-            tuple_(neg_rank, due_key, bio_key, Case.id)
-            > tuple_(literal(after.neg_rank), literal(after.due_key, Case.due_at.type),
-                     literal(after.bio_key, Case.biopsy_date.type), literal(after.case_id))
-        )
-    stmt = (
-        select(Case.id, Case.version, Case.state, Case.due_at, Case.biopsy_date,
-               Case.assignee_id, Case.on_hold, Case.hold_until, Case.hold_reason,
-               Case.state_entered_at, Case.paused_seconds, Case.specialist_id,
-               Case.referral_required, Case.referral_status, Case.appointment_at,
-               Case.planned_treatment_start, Case.hold_started_at, ranked,
-               Patient.first_name, Patient.last_name, Patient.mrn)
-        .join(Patient, Patient.id == Case.patient_id)
-        .where(*conds)
-        .order_by(ranked, due_key, bio_key, Case.id)
-        .limit(limit + 1)
-    )
-    raw = session.execute(stmt).all()
+        shape = replace(shape, after=True)
+        params.update(after_rank=after.neg_rank, after_due=after.due_key,
+                      after_bio=after.bio_key, after_id=after.case_id)
+    conn = session.connection()
+    stmt = _queue_statement(conn.dialect.name, shape)
+    raw = conn.execute(stmt, {**params, "now": now, "page_limit": limit + 1}).all()
     more = len(raw) > limit
     raw = raw[:limit]
     rows = [_row(r, now) for r in raw]
@@ -303,7 +367,7 @@ def queue(
             bio_key=last.biopsy_date or FAR_DAY,
             case_id=last.id,
         )
-    if filters.search and clean_search(filters.search):
+    if shape.search:
         audit.record(session, actor=actor, action="search", now=now,
                      detail={"chars": len(filters.search.strip()), "results": len(rows),
                              "states": list(filters.states), "flag": filters.flag,
@@ -317,7 +381,7 @@ def _row(r: Any, now: datetime) -> QueueRow:
         case_id=r.id, version=r.version, patient_name=f"{r.first_name} {r.last_name}",
         mrn=r.mrn, state=r.state, severity=SEVERITY_BY_RANK.get(-int(r.neg_rank)),
         due_at=as_utc(r.due_at) if r.due_at else None, biopsy_date=r.biopsy_date,
-        patient_days=days, assignee=None, on_hold=bool(r.on_hold),
+        patient_days=days, assignee=r.assignee_name, on_hold=bool(r.on_hold),
     )
 
 
@@ -326,38 +390,52 @@ def _days(value: float) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
+# The page's details: one statement each, built once (the ids are an expanding
+# parameter), read as plain rows of the few columns the texts need.
+_PAGE_IDS = bindparam("ids", expanding=True)
+_FLAGS_OF_PAGE = (
+    select(_flags.c.case_id, _flags.c.kind, _flags.c.severity, _flags.c.acknowledged_at)
+    .where(_flags.c.case_id.in_(_PAGE_IDS), _flags.c.resolved_at.is_(None)))
+_RECORDS_OF_PAGE = (
+    select(_records.c.case_id, _records.c.kind, _records.c.facility, _records.c.status)
+    .where(_records.c.case_id.in_(_PAGE_IDS),
+           _records.c.requirement == Requirement.REQUIRED.value,
+           _records.c.status.in_([RecordStatus.NEEDED.value, RecordStatus.REQUESTED.value]))
+    .order_by(_records.c.requested_at, _records.c.id))
+_CONTACTS_OF_PAGE = (
+    select(_contacts.c.case_id, _contacts.c.outcome)
+    .where(_contacts.c.case_id.in_(_PAGE_IDS))
+    .order_by(_contacts.c.case_id, _contacts.c.at.desc(), _contacts.c.id.desc()))
+_LIMITS = select(_rules.c.state, _rules.c.limit_days, _rules.c.business_days)
+
+
+def _limits(conn: Connection) -> dict[str, SlaLimit]:
+    """The SLA limits as `load_limits` gives them. Read on every call (an admin may edit
+    them at any moment; a handful of rows)."""
+    limits = {s.value: SlaLimit(d) for s, d in DEFAULT_SLA_DAYS.items()}
+    limits.update({state: SlaLimit(days, bool(business))
+                   for state, days, business in conn.execute(_LIMITS)})
+    return limits
+
+
 def _explain(session: Session, rows: list[QueueRow], raw: list[Any], now: datetime) -> None:
     """Write the *why* and the *next action* of each row, with a few IN queries for the
     page's cases only."""
     if not rows:
         return
-    ids = [r.case_id for r in rows]
-    limits = load_limits(session)
-    flags: dict[int, list[CaseFlag]] = {}
-    for f in session.execute(select(CaseFlag).where(CaseFlag.case_id.in_(ids),
-                                                    CaseFlag.resolved_at.is_(None))).scalars():
+    conn = session.connection()
+    ids = {"ids": [r.case_id for r in rows]}
+    limits = _limits(conn)
+    flags: dict[int, list[Any]] = {}
+    for f in conn.execute(_FLAGS_OF_PAGE, ids):
         flags.setdefault(f.case_id, []).append(f)
-    outstanding: dict[int, list[RecordItem]] = {}
-    for item in session.execute(
-        select(RecordItem).where(
-            RecordItem.case_id.in_(ids),
-            RecordItem.requirement == Requirement.REQUIRED.value,
-            RecordItem.status.in_([RecordStatus.NEEDED.value, RecordStatus.REQUESTED.value]),
-        ).order_by(RecordItem.requested_at, RecordItem.id)
-    ).scalars():
+    outstanding: dict[int, list[Any]] = {}
+    for item in conn.execute(_RECORDS_OF_PAGE, ids):
         outstanding.setdefault(item.case_id, []).append(item)
     contacts: dict[int, list[str]] = {}
-    for case_id, outcome in session.execute(
-        select(ContactAttempt.case_id, ContactAttempt.outcome)
-        .where(ContactAttempt.case_id.in_(ids))
-        .order_by(ContactAttempt.case_id, ContactAttempt.at.desc(), ContactAttempt.id.desc())
-    ).all():
+    for case_id, outcome in conn.execute(_CONTACTS_OF_PAGE, ids):
         contacts.setdefault(case_id, []).append(outcome)
-    assignee_ids = {r.assignee_id for r in raw if r.assignee_id}
-    names = dict(session.execute(select(User.id, User.full_name)
-                                 .where(User.id.in_(assignee_ids))).all()) if assignee_ids else {}
     for row, r in zip(rows, raw, strict=True):
-        row.assignee = names.get(r.assignee_id)
         case_flags = sorted(flags.get(row.case_id, []),
                             key=lambda f: -FlagSeverity(f.severity).rank)
         row.flags = [_flag_text(f, row) for f in case_flags]
@@ -367,7 +445,7 @@ def _explain(session: Session, rows: list[QueueRow], raw: list[Any], now: dateti
                                        contacts.get(row.case_id, []), case_flags, now)
 
 
-def _flag_text(flag: CaseFlag, row: QueueRow) -> str:
+def _flag_text(flag: Any, row: QueueRow) -> str:
     sev = flag.severity.replace("_", " ")
     kind = flag.kind.replace("_", " ")
     return f"{kind} ({sev})" + (" - acknowledged" if flag.acknowledged_at else "")
@@ -382,12 +460,12 @@ def _failed_in_a_row(outcomes: list[str]) -> int:
     return n
 
 
-def _item_text(item: RecordItem) -> str:
+def _item_text(item: Any) -> str:
     return f"{RecordKind(item.kind).label} from {item.facility}"
 
 
-def _why(r: Any, row: QueueRow, limits: dict, items: list[RecordItem], outcomes: list[str],
-         flags: list[CaseFlag], now: datetime) -> str:
+def _why(r: Any, row: QueueRow, limits: dict, items: list[Any], outcomes: list[str],
+         flags: list[Any], now: datetime) -> str:
     state = CaseState(r.state)
     parts: list[str] = []
     if r.on_hold:
@@ -436,7 +514,7 @@ def _why(r: Any, row: QueueRow, limits: dict, items: list[RecordItem], outcomes:
     return " - ".join(parts)
 
 
-def _next_action(r: Any, items: list[RecordItem], outcomes: list[str], flags: list[CaseFlag],
+def _next_action(r: Any, items: list[Any], outcomes: list[str], flags: list[Any],
                  now: datetime) -> str:
     state = CaseState(r.state)
     if r.on_hold:
@@ -482,29 +560,30 @@ def headline(session: Session, *, actor: Actor, now: datetime,
     admin's whole service (or one team). One aggregate query plus two EXISTS counts."""
     now = as_utc(now)
     mine = actor.role is Role.COORDINATOR
-    conds: list[ColumnElement] = [Case.state != CaseState.CLOSED.value,
-                                  team_filter(actor, Action.VIEW_QUEUE, _team_column(mine))]
+    conds: list[ColumnElement] = [_cases.c.state != CaseState.CLOSED.value,
+                                  team_filter(actor, Action.VIEW_QUEUE, _cases.c.team_id)]
     if mine:
-        conds.append(Case.assignee_id == actor.user_id)
+        conds.append(_cases.c.assignee_id == actor.user_id)
     if team_id is not None:
-        conds.append(Case.team_id == team_id)
+        conds.append(_cases.c.team_id == team_id)
     week = now + timedelta(days=7)
-    # Driven from the cases in reach (indexed by assignee or team) with EXISTS probes
-    # into their flags and records: joining from the records side would walk every
-    # requested record of the service first.
-    overdue_record = exists().where(
-        RecordItem.case_id == Case.id, RecordItem.status == RecordStatus.REQUESTED.value,
-        RecordItem.chase_on < now.date())
-    at_risk = exists().where(
-        CaseFlag.case_id == Case.id, CaseFlag.resolved_at.is_(None),
-        CaseFlag.kind == FlagKind.DEADLINE_RISK.value)
-    counts = session.execute(
+    # Driven from the cases in reach (ix_cases_triage holds every case column counted
+    # here) with EXISTS probes into their flags and records: joining from the records
+    # side would walk every requested record of the service first. `SELECT 1`, not
+    # `SELECT *`, so the records probe reads ix_record_item_requested_chase alone.
+    overdue_record = select(literal(1)).where(
+        _records.c.case_id == _cases.c.id, _records.c.status == RecordStatus.REQUESTED.value,
+        _records.c.chase_on < now.date()).exists()
+    at_risk = select(literal(1)).where(
+        _flags.c.case_id == _cases.c.id, _flags.c.resolved_at.is_(None),
+        _flags.c.kind == FlagKind.DEADLINE_RISK.value).exists()
+    counts = session.connection().execute(
         select(
             func.count(),
-            func.count().filter(Case.due_at <= now),
-            func.count().filter(Case.escalate_at <= now),
-            func.count().filter(Case.state == CaseState.SCHEDULED.value,
-                                Case.appointment_at >= now, Case.appointment_at < week),
+            func.count().filter(_cases.c.due_at <= now),
+            func.count().filter(_cases.c.escalate_at <= now),
+            func.count().filter(_cases.c.state == CaseState.SCHEDULED.value,
+                                _cases.c.appointment_at >= now, _cases.c.appointment_at < week),
             func.count().filter(at_risk),
             func.count().filter(overdue_record),
         ).where(*conds)
@@ -522,16 +601,16 @@ def headline(session: Session, *, actor: Actor, now: datetime,
 def filter_choices(session: Session, *, actor: Actor) -> dict[str, list[tuple[Any, str]]]:
     """Teams and assignees the actor may filter by (inside their reach only)."""
     if scope(actor, Action.VIEW_QUEUE) is Scope.ALL:
-        teams = session.execute(select(Team.id, Team.name).order_by(Team.name)).all()
+        teams = session.execute(select(_teams.c.id, _teams.c.name).order_by(_teams.c.name)).all()
         team_cond = true()
     else:
-        teams = session.execute(select(Team.id, Team.name)
-                                .where(Team.id == actor.team_id)).all()
-        team_cond = User.team_id == actor.team_id
+        teams = session.execute(select(_teams.c.id, _teams.c.name)
+                                .where(_teams.c.id == actor.team_id)).all()
+        team_cond = _users.c.team_id == actor.team_id
     users = session.execute(
-        select(User.id, User.full_name)
-        .where(team_cond, User.role != Role.ADMIN.value, User.is_active)
-        .order_by(User.full_name)
+        select(_users.c.id, _users.c.full_name)
+        .where(team_cond, _users.c.role != Role.ADMIN.value, _users.c.is_active)
+        .order_by(_users.c.full_name)
     ).all()
     return {"teams": [(t.id, t.name) for t in teams],
             "assignees": [(u.id, u.full_name) for u in users]}

@@ -31,6 +31,7 @@ def _seed(app_db, coordinator_name="nina"):  # noqa: ANN001, ANN202
                                      days_in_state=2)
         s.add(CaseFlag(case_id=urgent.id, kind="patient_clock", severity="escalated",
                        state="referral", raised_at=now))
+        urgent.flag_rank = 3  # as the scan keeps it (the queue reads the stored rank)
         ids = {"calm": calm.id, "late": late.id, "urgent": urgent.id}
     return user, ids
 

@@ -42,6 +42,7 @@ def test_queue_puts_the_worst_flag_first_then_the_furthest_past_the_limit(engine
                             days_in_state=2)
         s.add(CaseFlag(case_id=flagged.id, kind="patient_clock", severity="escalated",
                        state="referral", raised_at=now))
+        flagged.flag_rank = 3  # as the scan keeps it (the queue reads the stored rank)
         make_case(s, now=now, team=other, state="referral", days_in_state=30)  # not mine
         actor = actor_for(me)
     with session_scope(engine, write=False) as s:
