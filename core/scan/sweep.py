@@ -68,14 +68,15 @@ from sqlalchemy import (
     insert,
     literal,
     null,
+    or_,
     select,
     text,
     true,
-    union,
+    union_all,
     update,
 )
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Float
 from sqlmodel import Session
@@ -99,7 +100,9 @@ log = logging.getLogger(__name__)
 SCAN_JOB = "scan"
 RECOMPUTE_JOB = "recompute_deadlines"
 _PG_SCAN_LOCK = 4_242_004  # transaction-scoped advisory lock serialising scans
-_SQLITE_SCAN_CACHE = -65536  # KiB: 64 MB while a scan runs
+# KiB: 256 MB while a scan runs: a day of changes at 1,000,000 cases (~150,000 flags and
+# case rows) stays in memory instead of spilling to the WAL mid-transaction.
+_SQLITE_SCAN_CACHE = -262144
 CONTEXT_VERSION = 1  # of the JSON on job_run.context; another version means a full scan
 # Stage medians move slowly (a day adds a few thousandths of the history); the nightly job
 # refreshes them, and a scan recomputes them itself only when that has not happened for
@@ -238,6 +241,9 @@ class Rule:
     # An SLA flag belongs to the state it was raised in: leaving the state resolves it
     # (a new flag is raised for the new state if that one is late too).
     per_state: bool = False
+    # The work list's column for cases time moved across this rule's thresholds (None:
+    # time alone never changes it).
+    moved: str | None = None
 
 
 _OPEN_CASE = cases.c.state != CaseState.CLOSED.value
@@ -300,10 +306,10 @@ def _unreachable_applies(ctx: ScanContext) -> ColumnElement[bool]:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule(FlagKind.SLA, _sla_applies, _sla_severity, per_state=True),
-    Rule(FlagKind.PATIENT_CLOCK, _patient_applies, _patient_severity),
+    Rule(FlagKind.SLA, _sla_applies, _sla_severity, per_state=True, moved="sla"),
+    Rule(FlagKind.PATIENT_CLOCK, _patient_applies, _patient_severity, moved="patient"),
     Rule(FlagKind.DEADLINE_RISK, _risk_applies, fixed=FlagSeverity.STALLED,
-         shortfall=_risk_shortfall),
+         shortfall=_risk_shortfall, moved="risk"),
     Rule(FlagKind.UNREACHABLE, _unreachable_applies, fixed=FlagSeverity.STALLED),
 )
 
@@ -314,8 +320,15 @@ def _rank(severity: ColumnElement[str]) -> ColumnElement[int]:
 
 # --- the work list of an incremental scan ----------------------------------------------
 
+# One row per case to look at, with why: written since the last scan (every rule), or
+# moved across a threshold of one rule by time (that rule only).
+_REASONS = ("dirty", "sla", "patient", "risk")
 _touched = Table("scan_touched", MetaData(), Column("case_id", Integer, primary_key=True),
+                 *[Column(r, Integer, nullable=False) for r in _REASONS],
                  prefixes=["TEMPORARY"])
+# The worst open flag's rank of each case whose flags the scan may have changed.
+_ranks = Table("scan_ranks", MetaData(), Column("case_id", Integer, primary_key=True),
+               Column("r", Integer, nullable=False), prefixes=["TEMPORARY"])
 _DIRTY = cases.c.scan_dirty == true()  # spelled as the partial index's predicate
 
 
@@ -326,21 +339,27 @@ def _between(column: ColumnElement, a, b, *, upper: bool = True) -> ColumnElemen
     return and_(column > lo, column <= hi) if upper else and_(column >= lo, column < hi)
 
 
+def _because(case_id: ColumnElement, reason: str) -> list:
+    return [case_id.label("case_id"),
+            *[literal(int(r == reason)).label(r) for r in _REASONS]]
+
+
 def _moved_by_time(ctx: ScanContext, prev: PreviousScan) -> list:
     """One SELECT of case ids per stored threshold the context moved across, each an
     index range over the open cases (its WHERE repeats the partial index's)."""
     parts = []
+    sla, patient, risk = (_because(cases.c.id, r) for r in ("sla", "patient", "risk"))
     if prev.now != ctx.now:
         for column, index_where in [
             (cases.c.due_soon_at, cases.c.due_soon_at.is_not(None)),  # ix_cases_scan_sla
             (cases.c.due_at, true()),  # ix_cases_open_due
             (cases.c.escalate_at, cases.c.escalate_at.is_not(None)),  # ix_cases_scan_escalate
         ]:
-            parts.append(select(cases.c.id).where(_OPEN_CASE, index_where,
-                                                  _between(column, prev.now, ctx.now)))
+            parts.append(select(*sla).where(_OPEN_CASE, index_where,
+                                            _between(column, prev.now, ctx.now)))
     for old, new in zip(prev.patient_cutoffs, ctx.patient_cutoffs, strict=True):
         if old != new:  # ix_cases_scan_patient
-            parts.append(select(cases.c.id).where(
+            parts.append(select(*patient).where(
                 _OPEN_CASE, _OUTCOME_PENDING, cases.c.biopsy_date.is_not(None),
                 _between(cases.c.biopsy_date, old, new)))
     for state, new in ctx.risk_cutoffs.items():
@@ -348,7 +367,7 @@ def _moved_by_time(ctx: ScanContext, prev: PreviousScan) -> list:
         if old is None:
             old = date.min  # a state the previous scan did not know: all of it
         if old != new:  # ix_cases_scan_risk
-            parts.append(select(cases.c.id).where(
+            parts.append(select(*risk).where(
                 _OPEN_CASE, _OUTCOME_PENDING, cases.c.planned_treatment_start.is_not(None),
                 cases.c.state == state,
                 _between(cases.c.planned_treatment_start, old, new, upper=False)))
@@ -361,17 +380,24 @@ def _fill_work_list(session: Session, ctx: ScanContext, prev: PreviousScan) -> i
     conn = session.connection()
     _touched.create(conn)
     moved = _moved_by_time(ctx, prev)
+
+    def listed(dirty: list) -> Select:
+        rows = union_all(select(*dirty), *moved).subquery()
+        return (select(rows.c.case_id, *[func.max(rows.c[r]) for r in _REASONS])
+                .group_by(rows.c.case_id))
+
+    columns = ["case_id", *_REASONS]
     if conn.dialect.name == "postgresql":
         # Claim and list in one statement: a concurrent writer's row is waited for, then
         # claimed with its committed values, which the later statements see.
         claimed = (update(cases).where(_DIRTY).values(scan_dirty=False)
                    .returning(cases.c.id).cte("claimed"))
-        source = union(select(claimed.c.id), *moved)
-        conn.execute(insert(_touched).from_select(["case_id"], source))
+        conn.execute(insert(_touched).from_select(
+            columns, listed(_because(claimed.c.id, "dirty"))))
     else:
         # SQLite: this transaction holds the write lock, nobody writes in between.
-        conn.execute(insert(_touched).from_select(
-            ["case_id"], union(select(cases.c.id).where(_DIRTY), *moved)))
+        dirty = select(*_because(cases.c.id, "dirty")).where(_DIRTY).subquery()
+        conn.execute(insert(_touched).from_select(columns, listed(list(dirty.c))))
         conn.execute(update(cases).where(_DIRTY).values(scan_dirty=False))
     return conn.execute(select(func.count()).select_from(_touched)).scalar_one()
 
@@ -382,7 +408,12 @@ def _fill_work_list(session: Session, ctx: ScanContext, prev: PreviousScan) -> i
 def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int]:
     """Bring one kind's open flags in line with the rule: for the cases on the work list
     (incremental), or for every case (a full scan)."""
-    only = _touched if ctx.incremental else None
+    only = None
+    if ctx.incremental:
+        why = _touched.c.dirty == 1
+        if rule.moved is not None:
+            why = or_(why, _touched.c[rule.moved] == 1)
+        only = select(_touched.c.case_id).where(why)
     kind = rule.kind.value
     now = literal(ctx.now, flags.c.raised_at.type)
     applies = rule.applies(ctx)
@@ -420,7 +451,7 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
     # primary key; correlate(f) keeps `cases` inside the subquery.
     differs = ~exists().where(applies, *[w == h for w, h in zip(want, have, strict=True)]) \
         .correlate(f)
-    scope = [] if only is None else [f.c.case_id.in_(select(only.c.case_id))]
+    scope = [] if only is None else [f.c.case_id.in_(only)]
     differing = select(f.c.id).where(*scope, f.c.resolved_at.is_(None), f.c.kind == kind,
                                      differs)
     rows = session.execute(
@@ -455,7 +486,7 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
         values_.append(rule.shortfall(ctx))
     where = [applies, ~has_open]
     if only is not None:
-        where.append(cases.c.id.in_(select(only.c.case_id)))
+        where.append(cases.c.id.in_(only))
     raised = session.execute(
         insert(flags).from_select(columns, select(*values_).where(*where))
         # an INSERT's cursor is closed before .rowcount is read unless asked to keep it
@@ -470,14 +501,20 @@ def _update_flag_rank(session: Session, only: Table | None) -> None:
     differs: for the work list, or for every case on a full scan."""
     open_flag = flags.c.resolved_at.is_(None)
     if only is not None:
-        worst = func.coalesce(
-            select(func.max(_rank(flags.c.severity)))
-            .where(flags.c.case_id == cases.c.id, open_flag)
-            .scalar_subquery(), 0)
+        # The new ranks first (one probe of the open-flag index per case), then one
+        # UPDATE in id order that rewrites only the case rows whose rank moved.
+        conn = session.connection()
+        _ranks.create(conn)
+        conn.execute(insert(_ranks).from_select(["case_id", "r"], select(
+            only.c.case_id,
+            func.coalesce(func.max(_rank(flags.c.severity)), 0))
+            .select_from(only.outerjoin(flags, and_(flags.c.case_id == only.c.case_id,
+                                                    open_flag)))
+            .group_by(only.c.case_id)))
         session.execute(update(cases)
-                        .where(cases.c.id.in_(select(only.c.case_id)),
-                               cases.c.flag_rank != worst)
-                        .values(flag_rank=worst))
+                        .where(cases.c.id == _ranks.c.case_id, cases.c.flag_rank != _ranks.c.r)
+                        .values(flag_rank=_ranks.c.r))
+        _ranks.drop(conn)
         return
     w = (select(flags.c.case_id, func.max(_rank(flags.c.severity)).label("r"))
          .where(open_flag).group_by(flags.c.case_id).subquery())
@@ -591,7 +628,7 @@ def run_scan(
             if engine.dialect.name == "postgresql":
                 session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCAN_LOCK})
             else:
-                # A full scan revisits every open flag's case several times: a bigger page
+                # A scan revisits the same case and flag pages several times: a bigger page
                 # cache for this transaction keeps those pages in memory (reset below).
                 session.connection().exec_driver_sql(f"PRAGMA cache_size={_SQLITE_SCAN_CACHE}")
             if still_leader is not None and not still_leader(session, now):
