@@ -177,6 +177,8 @@ class Case(SQLModel, table=True):
         # The funnel: a team's cohort (by assessment time) counted by furthest stage,
         # read from the index alone.
         Index("ix_cases_team_assessed_furthest", "team_id", "assessed_at", "furthest_rank"),
+        # ... and without a period, one index range per stage (migration 0007).
+        Index("ix_cases_team_furthest", "team_id", "furthest_rank"),
         # The stalled-case scan (core/scan): narrow covering indexes over the open cases
         # each flag kind looks at, so counting and raising read a few MB of index instead
         # of every wide case row (measured at 100k cases: 155 ms -> 14 ms per count).

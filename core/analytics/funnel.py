@@ -6,8 +6,9 @@ the funnel monotonic even when a case went backwards (a no-show returns a schedu
 to records received) or entered the service part-way (imported cases).
 
 The furthest stage is stored on the case (`cases.furthest_rank`, written with each history
-row by the workflow engine), so the funnel is one aggregate over the index
-(team_id, assessed_at, furthest_rank) instead of a pass over the whole history.
+row by the workflow engine), so the funnel is read from an index of the
+case table instead of a pass over the whole history: (team_id, furthest_rank) for a team,
+one range per stage; (team_id, assessed_at, furthest_rank) for a cohort.
 A case with no funnel move has rank 0: every case of the cohort was assessed.
 """
 
@@ -16,13 +17,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import and_, bindparam, case, exists, func, or_, select
 from sqlmodel import Session
 
 from core.actor import Actor
 from core.analytics.filters import CaseFilter
 from core.models import Case, CaseFlag
-from core.permissions import Action
+from core.permissions import Action, Scope, scope
 from core.timeutil import as_utc
 from core.vocab import FUNNEL, CaseState, FlagKind, FlagSeverity
 
@@ -37,13 +38,7 @@ def funnel(session: Session, actor: Actor, filt: CaseFilter) -> pd.DataFrame:
     `conversion` from the previous state (None for the first) and `share` of the cohort."""
     import pandas as pd  # lazily: the exports share this package without it
 
-    # The current state is not a cohort criterion: the funnel is about how far cases got.
-    rows = session.exec(
-        select(Case.furthest_rank.label("furthest"), func.count().label("n"))
-        .where(*filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_state=False))
-        .group_by(Case.furthest_rank)
-    ).all()
-    by_rank = {int(r.furthest): int(r.n) for r in rows}
+    by_rank = _cases_by_furthest_rank(session, actor, filt)
     reached = []
     running = 0
     for rank_k in range(len(FUNNEL) - 1, -1, -1):
@@ -62,6 +57,28 @@ def funnel(session: Session, actor: Actor, filt: CaseFilter) -> pd.DataFrame:
             "share": (reached[k] / cohort) if cohort else None,
         })
     return pd.DataFrame(out, columns=["state", "label", "reached", "conversion", "share"])
+
+
+def _cases_by_furthest_rank(session: Session, actor: Actor, filt: CaseFilter) -> dict[int, int]:
+    # The current state is not a cohort criterion: the funnel is about how far cases got.
+    conds = filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_state=False)
+    con = session.connection()  # Core execution: plain counts, no ORM entities
+    one_team = filt.team_id is not None or scope(actor, Action.VIEW_ANALYTICS) is Scope.OWN_TEAM
+    if one_team and filt.start is None and filt.end is None:
+        # One range of ix_cases_team_furthest per stage: 7 ms for a team of 84k cases,
+        # where grouping the whole team's entries took 13-31 ms.
+        count = select(func.count()).where(*conds, Case.furthest_rank == bindparam("k"))
+        return {k: con.execute(count, {"k": k}).scalar_one() for k in range(len(FUNNEL))}
+    # Every team, or a cohort: grouped in the order of ix_cases_team_furthest (no sort
+    # without a period), or of ix_cases_team_assessed_furthest for a period.
+    rows = con.execute(
+        select(Case.furthest_rank, func.count()).where(*conds)
+        .group_by(Case.team_id, Case.furthest_rank)
+    ).all()
+    by_rank: dict[int, int] = {}
+    for rank, n in rows:
+        by_rank[int(rank)] = by_rank.get(int(rank), 0) + int(n)
+    return by_rank
 
 
 def stalled_condition(now: datetime):  # noqa: ANN201 - SQL boolean

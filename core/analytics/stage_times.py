@@ -43,10 +43,12 @@ Split = Literal["month", "team", "coordinator", "insurer", "facility"]
 SPLITS: tuple[str, ...] = ("month", "team", "coordinator", "insurer", "facility")
 COLUMNS = ["state", "label", "group", "n", "median_days", "p90_days", "sla_days"]
 _ORDER = {s.value: i for i, s in enumerate(FUNNEL)}
+_EVENT = CaseEvent.__table__  # plain columns: the index path runs as Core statements
 
 
 def sla_limits(session: Session) -> dict[str, int]:
-    return {r.state: r.limit_days for r in session.exec(select(SlaRule)).all()}
+    rule = SlaRule.__table__.c  # two plain columns: no ORM objects to build
+    return dict(session.connection().execute(select(rule.state, rule.limit_days)).all())
 
 
 def stage_times(
@@ -84,13 +86,13 @@ def stage_percentiles(
 
     No actor: this is for the system's own jobs (the scan's expected remaining days);
     pages go through `stage_times`, which applies the user's reach."""
-    where = [] if team_id is None else [CaseEvent.team_id == team_id]
+    where = [] if team_id is None else [_EVENT.c.team_id == team_id]
     return _stage_index(session, where, [s.value for s in FUNNEL], fractions)
 
 
 def _from_index(session: Session, actor: Actor, filt: CaseFilter) -> list[tuple]:
     # The reach is a condition on the history's own team column, inside the statement.
-    where = filt.team_conditions(actor, Action.VIEW_ANALYTICS, CaseEvent.team_id)
+    where = filt.team_conditions(actor, Action.VIEW_ANALYTICS, _EVENT.c.team_id)
     states = [s.value for s in FUNNEL if filt.state in (None, s.value)]
     got = _stage_index(session, where, states, (0.5, 0.9))
     return [(state, "all", p.n, p.values[0], p.values[1]) for state, p in got.items()]
@@ -100,9 +102,7 @@ def _stage_index(
     session: Session, where: list[ColumnElement[bool]], states: list[str],
     fractions: Sequence[float],
 ) -> dict[str, Percentiles]:
-    if not states:
-        return {}
-    return index_percentiles(session, CaseEvent.from_state, CaseEvent.days_in_from_state,
+    return index_percentiles(session, _EVENT.c.from_state, _EVENT.c.days_in_from_state,
                              states, where, fractions)
 
 

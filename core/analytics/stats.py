@@ -25,12 +25,11 @@ from sqlalchemy import (
     Float,
     Integer,
     Select,
+    bindparam,
     case,
     cast,
     func,
-    literal,
     select,
-    union_all,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -84,38 +83,34 @@ def index_percentiles(
 ) -> dict[str, Percentiles]:
     """Continuous percentiles of `value` per `key` (only the given keys; keys without a
     value are left out), equal to `percentile_select`'s but read off an index on
-    (conditions..., key, value): two statements whatever the number of rows or keys."""
-    base = [*where, value.is_not(None)]
-    counts = {k: int(n) for k, n in session.execute(
-        select(key, func.count(value)).where(*base, key.in_(list(keys))).group_by(key)
-    ).all() if n}
-    windows = {(k, *_window(n, p)) for k, n in counts.items() for p in fractions}
-    parts = []
-    for k, first, size in sorted(windows):
-        n = counts[k]
-        rows = select(value.label("v")).where(*base, key == k)
-        # OFFSET walks the index one entry at a time: start from the nearer end.
-        if first <= n - (first + size):
-            rows = rows.order_by(value).offset(first)
-        else:
-            rows = rows.order_by(value.desc()).offset(n - (first + size))
-        w = rows.limit(size).subquery()
-        parts.append(select(literal(k).label("k"), literal(first).label("first"),
-                            literal(size).label("size"),
-                            func.min(w.c.v).label("lo"), func.max(w.c.v).label("hi")))
-    got = {}
-    if parts:
-        got = {(r.k, int(r.first), int(r.size)): (float(r.lo), float(r.hi))
-               for r in session.execute(union_all(*parts)).all()}
+    (conditions..., key, value): per key a count, then per fraction the one or two values
+    at its rank. Three statements, built once and run with each key's parameters."""
+    # Core, not ORM, execution, and no per-key statements to build: at 100k cases building
+    # and keying a dozen-part UNION cost three times more than running it.
+    con = session.connection()
+    base = [*where, key == bindparam("k"), value.is_not(None)]
+    count = select(func.count()).where(*base)
+    # OFFSET walks the index one entry at a time: read from the nearer end.
+    up = select(value).where(*base).order_by(value)
+    down = select(value).where(*base).order_by(value.desc())
+    up, down = (s.limit(bindparam("size")).offset(bindparam("skip")) for s in (up, down))
     out = {}
-    for k, n in counts.items():
+    for k in keys:
+        n = con.execute(count, {"k": k}).scalar_one()
+        if not n:
+            continue
         vals = []
         for p in fractions:
             first, size = _window(n, p)
-            lo, hi = got[(k, first, size)]
+            last = n - (first + size)  # values above the window
+            if first <= last:
+                got = con.execute(up, {"k": k, "size": size, "skip": first}).scalars().all()
+            else:
+                got = con.execute(down, {"k": k, "size": size, "skip": last}).scalars().all()
+            lo, hi = min(got), max(got)
             # the same arithmetic as percentile_select: v[lo] + frac * (v[lo+1] - v[lo])
-            vals.append(lo + (float(n - 1) * p - first) * (hi - lo))
-        out[k] = Percentiles(n, tuple(vals))
+            vals.append(float(lo) + (float(n - 1) * p - first) * (float(hi) - float(lo)))
+        out[k] = Percentiles(int(n), tuple(vals))
     return out
 
 

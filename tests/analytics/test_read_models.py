@@ -63,6 +63,13 @@ def test_funnel_for_an_admin_covers_every_team_unless_one_is_chosen(engine, data
     assert south["reached"].tolist() == expected_funnel(data.specs, team="South")
 
 
+def test_funnel_without_a_period_counts_the_whole_team(engine, data):
+    # no period: one index range per stage (the path the funnel page opens with)
+    with session_scope(engine, write=False) as session:
+        got = analytics.funnel(session, data.actor("north_manager"), CaseFilter())
+    assert got["reached"].tolist() == expected_funnel(data.specs, team="North")
+
+
 def _stays(data, team=None):
     for s in data.specs:
         if team is not None and s.team != team:
