@@ -9,7 +9,7 @@ from sqlmodel import select
 from core.db import session_scope
 from core.models import AuditEntry, CaseFlag
 from core.queries.triage import Assignee, TriageFilters, headline, like_pattern, queue
-from core.vocab import Role
+from core.vocab import FlagSeverity, Role
 from tests.factories import (
     actor_for,
     make_case,
@@ -54,6 +54,27 @@ def test_queue_puts_the_worst_flag_first_then_the_furthest_past_the_limit(engine
     nxt = {r.case_id: r.next_action for r in page.rows}
     assert nxt[late.id] == "Chase Valley Pathology for the glass slides"
     assert nxt[calm.id] == "Choose a specialist"
+
+
+def test_rank_is_the_stored_flag_rank_or_a_deadline_passed_since_the_scan(engine, now):
+    """The queue reads the worst open flag the scan stored (cases.flag_rank), and still
+    ranks a case up when one of its deadlines passed after the last scan."""
+    with session_scope(engine) as s:
+        team, _, me = _setup(s, now)
+        calm = make_case(s, now=now, team=team, assignee=me, state="referral", days_in_state=1)
+        # 12 days against a limit of 7: past 150 %, escalated by its stored deadlines,
+        # though the last scan saw it only due soon.
+        stale = make_case(s, now=now, team=team, assignee=me, state="referral",
+                          days_in_state=12)
+        stale.flag_rank = FlagSeverity.DUE_SOON.rank
+        stored = make_case(s, now=now, team=team, assignee=me, state="referral",
+                           days_in_state=1)
+        stored.flag_rank = FlagSeverity.STALLED.rank  # e.g. a patient-clock flag
+        actor = actor_for(me)
+    with session_scope(engine, write=False) as s:
+        rows = queue(s, actor=actor, now=now).rows
+    assert [r.case_id for r in rows] == [stale.id, stored.id, calm.id]
+    assert [r.severity for r in rows] == [FlagSeverity.ESCALATED, FlagSeverity.STALLED, None]
 
 
 def test_search_takes_percent_underscore_and_quotes_literally(engine, now):
