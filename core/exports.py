@@ -655,15 +655,19 @@ def _copy_out(libpq: Any, query: bytes, sink: _Sink, chunk: int) -> int:
         while libpq.get_result() is not None:
             pass
         raise psycopg.DatabaseError((message or b"COPY did not start").decode())
-    rows, pending = 0, []
-    while True:
-        size, data = libpq.get_copy_data(0)  # waits for the next row
-        if size <= 0:
-            break
-        pending.append(data)
-        if len(pending) >= chunk:
-            rows += _copy_block(pending, sink)
-    rows += _copy_block(pending, sink)
+    rows, more, get = 0, True, libpq.get_copy_data
+    while more:
+        pending: list[bytes] = []
+        add = pending.append
+        for _ in range(chunk):
+            size, data = get(0)  # waits for the next row
+            if size <= 0:  # -1: the end; -2: an error, which the result below holds
+                more = False
+                break
+            # Copied at once: holding libpq's buffer until the block is written costs
+            # twice the CPU.
+            add(bytes(data))
+        rows += _copy_block(pending, sink)
     final = libpq.get_result()
     while libpq.get_result() is not None:
         pass
