@@ -166,3 +166,25 @@ def test_incremental_scan_leaves_what_a_full_scan_would(engine, now, seed):
         assert got[0] == expected[0], f"open flags differ at {now}"
         assert got[1] == expected[1], f"flag_rank differs at {now}"
     assert incremental == 60  # every scan after the first had a context to start from
+
+
+@pytest.mark.postgres
+def test_a_write_committed_during_a_scan_is_picked_up_by_the_next_one(pg_engine, now):
+    # PostgreSQL lets a writer and the scan run at once (SQLite serialises them): a case
+    # written but not yet committed while the scan claims the marks is not claimed, and
+    # its mark, committed afterwards, brings it into the next scan.
+    engine = pg_engine
+    with session_scope(engine) as session:
+        case = make_case(session, now=now, team=make_team(session, now=now),
+                         biopsy_days_ago=None)
+    run_scan(engine, now=now)
+    with engine.connect() as writer:
+        writer.execute(update(Case).where(Case.id == case.id)
+                       .values(biopsy_date=now.date() - timedelta(days=50)))
+        during = run_scan(engine, now=now)  # does not wait for the writer
+        writer.commit()
+    assert during.raised == 0
+    after = run_scan(engine, now=now)
+    assert (after.raised, after.examined, after.full) == (1, 1, False)
+    with session_scope(engine) as session:
+        assert flag_state(session)[0] == {(case.id, "patient_clock", "stalled", "assessed")}
