@@ -317,7 +317,7 @@ def _queue_statement(dialect: str, shape: _Shape) -> Select:
         select(c.id, c.version, c.state, c.due_at, c.biopsy_date, c.assignee_id, c.on_hold,
                c.hold_until, c.hold_reason, c.state_entered_at, c.paused_seconds,
                c.specialist_id, c.referral_required, c.referral_status, c.appointment_at,
-               c.planned_treatment_start, c.hold_started_at, page.c.neg_rank,
+               c.planned_treatment_start, page.c.neg_rank,
                p.first_name, p.last_name, p.mrn, _users.c.full_name.label("assignee_name"))
         .select_from(page)
         .join(_cases, c.id == page.c.id)
@@ -390,22 +390,24 @@ def _days(value: float) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
-# The page's details: one statement each, built once (the ids are an expanding
-# parameter), read as plain rows of the few columns the texts need.
-_PAGE_IDS = bindparam("ids", expanding=True)
-_FLAGS_OF_PAGE = (
-    select(_flags.c.case_id, _flags.c.kind, _flags.c.severity, _flags.c.acknowledged_at)
-    .where(_flags.c.case_id.in_(_PAGE_IDS), _flags.c.resolved_at.is_(None)))
-_RECORDS_OF_PAGE = (
-    select(_records.c.case_id, _records.c.kind, _records.c.facility, _records.c.status)
-    .where(_records.c.case_id.in_(_PAGE_IDS),
-           _records.c.requirement == Requirement.REQUIRED.value,
-           _records.c.status.in_([RecordStatus.NEEDED.value, RecordStatus.REQUESTED.value]))
-    .order_by(_records.c.requested_at, _records.c.id))
-_CONTACTS_OF_PAGE = (
-    select(_contacts.c.case_id, _contacts.c.outcome)
-    .where(_contacts.c.case_id.in_(_PAGE_IDS))
-    .order_by(_contacts.c.case_id, _contacts.c.at.desc(), _contacts.c.id.desc()))
+@lru_cache(maxsize=32)
+def _detail_statements(n: int) -> tuple[Select, Select, Select]:
+    """The page's open flags, outstanding required records and contact outcomes, for `n`
+    cases `:id0`..: built once per page size. (An expanding IN parameter is rendered
+    into the SQL again at every execution, which cost more than the three queries.)"""
+    ids = [bindparam(f"id{i}") for i in range(n)]
+    f, r, k = _flags.c, _records.c, _contacts.c
+    flags = (select(f.case_id, f.kind, f.severity, f.acknowledged_at)
+             .where(f.case_id.in_(ids), f.resolved_at.is_(None)))
+    records = (select(r.case_id, r.kind, r.facility, r.status)
+               .where(r.case_id.in_(ids), r.requirement == Requirement.REQUIRED.value,
+                      r.status.in_([RecordStatus.NEEDED.value, RecordStatus.REQUESTED.value]))
+               .order_by(r.requested_at, r.id))
+    contacts = (select(k.case_id, k.outcome).where(k.case_id.in_(ids))
+                .order_by(k.case_id, k.at.desc(), k.id.desc()))
+    return flags, records, contacts
+
+
 _LIMITS = select(_rules.c.state, _rules.c.limit_days, _rules.c.business_days)
 
 
@@ -424,16 +426,17 @@ def _explain(session: Session, rows: list[QueueRow], raw: list[Any], now: dateti
     if not rows:
         return
     conn = session.connection()
-    ids = {"ids": [r.case_id for r in rows]}
+    ids = {f"id{i}": r.case_id for i, r in enumerate(rows)}
+    flags_of, records_of, contacts_of = _detail_statements(len(rows))
     limits = _limits(conn)
     flags: dict[int, list[Any]] = {}
-    for f in conn.execute(_FLAGS_OF_PAGE, ids):
+    for f in conn.execute(flags_of, ids):
         flags.setdefault(f.case_id, []).append(f)
     outstanding: dict[int, list[Any]] = {}
-    for item in conn.execute(_RECORDS_OF_PAGE, ids):
+    for item in conn.execute(records_of, ids):
         outstanding.setdefault(item.case_id, []).append(item)
     contacts: dict[int, list[str]] = {}
-    for case_id, outcome in conn.execute(_CONTACTS_OF_PAGE, ids):
+    for case_id, outcome in conn.execute(contacts_of, ids):
         contacts.setdefault(case_id, []).append(outcome)
     for row, r in zip(rows, raw, strict=True):
         case_flags = sorted(flags.get(row.case_id, []),
