@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import URL, Connection, Engine, bindparam, func, insert, text
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
 from core.actor import Actor
@@ -31,17 +32,26 @@ _PG_AUDIT_LOCK = 4_242_001  # advisory lock key for the audit chain
 
 
 def _digest(entry: AuditEntry) -> str:
+    return _digest_of(entry.prev_hash, entry.at, entry.user_id, entry.role, entry.session_id,
+                      entry.action, entry.case_id, entry.outcome, entry.detail)
+
+
+def _digest_of(
+    prev_hash: str, at: datetime, user_id: int | None, role: str | None,
+    session_id: str | None, action: str, case_id: int | None, outcome: str,
+    detail: str | None,
+) -> str:
     payload = json.dumps(
         [
-            entry.prev_hash,
-            as_utc(entry.at).isoformat(timespec="microseconds"),
-            entry.user_id,
-            entry.role,
-            entry.session_id,
-            entry.action,
-            entry.case_id,
-            entry.outcome,
-            entry.detail,
+            prev_hash,
+            as_utc(at).isoformat(timespec="microseconds"),
+            user_id,
+            role,
+            session_id,
+            action,
+            case_id,
+            outcome,
+            detail,
         ],
         separators=(",", ":"),
         ensure_ascii=False,
@@ -49,11 +59,31 @@ def _digest(entry: AuditEntry) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def _last_hash(session: Session) -> str:
-    if session.get_bind().dialect.name == "postgresql":
-        session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=_PG_AUDIT_LOCK))
-    row = session.exec(select(AuditEntry.row_hash).order_by(AuditEntry.id.desc()).limit(1)).first()
-    return row or GENESIS
+# Core statements, built once: every change of a case writes a row (issue 8 measured the
+# ORM's unit of work at about a millisecond per row).
+_TABLE = AuditEntry.__table__
+_COLUMNS = ("at", "user_id", "role", "session_id", "action", "case_id", "outcome", "detail",
+            "prev_hash", "row_hash")
+_LAST_HASH = sa_select(_TABLE.c.row_hash).order_by(_TABLE.c.id.desc()).limit(1)
+_INSERT = insert(_TABLE)
+# The row, only if the chain still ends where we think it does: checking the last hash in
+# the INSERT itself saves the statement that reads it (SQLite, see record()).
+_INSERT_IF_LAST = insert(_TABLE).from_select(
+    _COLUMNS,
+    sa_select(*(bindparam(c, type_=_TABLE.c[c].type) for c in _COLUMNS)).where(
+        func.coalesce(_LAST_HASH.scalar_subquery(), GENESIS) == bindparam("b_prev")),
+)
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+# Per database: the hash of the last row this process wrote, the usual prev_hash of the
+# next one. Only a guess - _INSERT_IF_LAST checks it - so a row written meanwhile by
+# another process, or one of ours rolled back, costs a re-read and nothing else.
+_last_written: dict[URL, str] = {}
+
+
+def _last_hash(conn: Connection) -> str:
+    if conn.dialect.name == "postgresql":
+        conn.execute(_PG_LOCK, {"k": _PG_AUDIT_LOCK})
+    return conn.execute(_LAST_HASH).scalar() or GENESIS
 
 
 def record(
@@ -65,7 +95,7 @@ def record(
     case_id: int | None = None,
     outcome: AuditOutcome | str = AuditOutcome.OK,
     detail: dict[str, Any] | None = None,
-) -> AuditEntry:
+) -> None:
     """Append one audit row inside the caller's transaction (it commits or rolls back
     together with the change it describes)."""
     detail_text = None
@@ -73,22 +103,40 @@ def record(
         detail_text = json.dumps(detail, default=str, ensure_ascii=False, sort_keys=True)
         if len(detail_text) > DETAIL_MAX:
             detail_text = detail_text[: DETAIL_MAX - 1] + "…"
-    entry = AuditEntry(
-        at=as_utc(now),
-        user_id=actor.user_id if actor else None,
-        role=actor.role.value if actor else None,
-        session_id=actor.session_id if actor else None,
-        action=action,
-        case_id=case_id,
-        outcome=AuditOutcome(outcome).value,
-        detail=detail_text,
-        prev_hash=_last_hash(session),
-        row_hash="",
-    )
-    entry.row_hash = _digest(entry)
-    session.add(entry)
-    session.flush()
-    return entry
+    conn = session.connection()
+    row = {
+        "at": as_utc(now),
+        "user_id": actor.user_id if actor else None,
+        "role": actor.role.value if actor else None,
+        "session_id": actor.session_id if actor else None,
+        "action": action,
+        "case_id": case_id,
+        "outcome": AuditOutcome(outcome).value,
+        "detail": detail_text,
+    }
+    if conn.dialect.name != "sqlite":
+        conn.execute(_INSERT, _chained(row, _last_hash(conn)))  # under the advisory lock
+        return
+    # SQLite: the write transaction holds the database lock, so the chain's end cannot
+    # move between the check and the insert.
+    database = conn.engine.url
+    guess = _last_written.get(database)
+    chained = None
+    if guess is not None:
+        chained = _chained(row, guess)
+        if conn.execute(_INSERT_IF_LAST, {**chained, "b_prev": guess}).rowcount != 1:
+            chained = None  # another writer (or a rollback) moved the chain's end
+    if chained is None:
+        chained = _chained(row, _last_hash(conn))
+        conn.execute(_INSERT, chained)
+    _last_written[database] = chained["row_hash"]
+
+
+def _chained(row: dict[str, Any], prev_hash: str) -> dict[str, Any]:
+    """The row linked after `prev_hash`: with it and its own hash."""
+    linked = {**row, "prev_hash": prev_hash}
+    linked["row_hash"] = _digest_of(**linked)
+    return linked
 
 
 def record_now(engine: Engine, **kwargs: Any) -> None:

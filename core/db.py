@@ -110,7 +110,7 @@ def session_scope(engine: Engine | None = None, *, write: bool = True) -> Iterat
     job goes through here, so no refusal goes unrecorded.
     """
     engine = engine or get_engine()
-    bind = engine.execution_options(**{_WRITE_OPTION: True}) if write else engine
+    bind = _write_bind(engine) if write else engine
     depth = getattr(_scopes, "depth", 0)
     _scopes.depth = depth + 1
     try:
@@ -128,6 +128,16 @@ def session_scope(engine: Engine | None = None, *, write: bool = True) -> Iterat
         raise
     finally:
         _scopes.depth = depth
+
+
+def _write_bind(engine: Engine) -> Engine:
+    """The engine with the write option, made once per engine: building it costs more than
+    a whole read transaction, and every write transaction asks for it."""
+    bind = engine.__dict__.get("_casedesk_write_bind")
+    if bind is None:
+        bind = engine.__dict__["_casedesk_write_bind"] = engine.execution_options(
+            **{_WRITE_OPTION: True})
+    return bind
 
 
 def _audit_denial(engine: Engine, denied: PermissionDenied) -> None:

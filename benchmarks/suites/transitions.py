@@ -66,8 +66,8 @@ def _floor_move(ctx: Ctx, con, case_id: int, user_id: int, now) -> None:  # noqa
     sql = ctx.sql
     con.execute("BEGIN IMMEDIATE" if ctx.is_sqlite else "BEGIN")
     try:
-        state, version, entered = con.execute(sql(
-            "SELECT state, version, state_entered_at FROM cases WHERE id = ?"),
+        state, version, entered, team_id = con.execute(sql(
+            "SELECT state, version, state_entered_at, team_id FROM cases WHERE id = ?"),
             (case_id,)).fetchone()
         ts = ctx.ts(now)
         cur = con.execute(sql(
@@ -79,8 +79,8 @@ def _floor_move(ctx: Ctx, con, case_id: int, user_id: int, now) -> None:  # noqa
         assert cur.rowcount == 1
         con.execute(sql(
             "INSERT INTO case_event (case_id, from_state, to_state, at, actor_id, reason, "
-            "days_in_from_state, version) VALUES (?, ?, 'closed', ?, ?, ?, ?, ?)"),
-            (case_id, state, ts, user_id, "other: benchmark", 1.0, version + 1))
+            "days_in_from_state, version, team_id) VALUES (?, ?, 'closed', ?, ?, ?, ?, ?, ?)"),
+            (case_id, state, ts, user_id, "other: benchmark", 1.0, version + 1, team_id))
         if not ctx.is_sqlite:
             con.execute("SELECT pg_advisory_xact_lock(4242001)")
         row = con.execute("SELECT row_hash FROM audit_entry ORDER BY id DESC LIMIT 1") \

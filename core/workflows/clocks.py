@@ -23,8 +23,20 @@ from enum import StrEnum
 from functools import lru_cache
 
 import holidays as holiday_calendars
-from sqlalchemy import func, literal, union_all, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    cast,
+    func,
+    literal,
+    literal_column,
+    union_all,
+    update,
+)
+from sqlalchemy import case as sql_case
 from sqlalchemy import select as sa_select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, select
 
 from core.models import Case, CaseEvent, SlaRule
@@ -81,10 +93,68 @@ def ensure_default_rules(session: Session, *, now: datetime) -> int:
     return added
 
 
+_RULES = SlaRule.__table__
+# ORM attributes, not table columns: the session flushes a rule edited but not yet flushed.
+_RULES_STMT = sa_select(SlaRule.state, SlaRule.limit_days, SlaRule.business_days)
+
+
 def load_limits(session: Session) -> dict[str, SlaLimit]:
-    rules = session.exec(select(SlaRule)).all()
+    """The SLA limits as the database has them now (never cached: an admin may have just
+    changed one, in this process or another)."""
+    rules = session.execute(_RULES_STMT).all()
+    return _limits_from_rules(tuple((r.state, r.limit_days, bool(r.business_days))
+                                    for r in rules))
+
+
+class _comma_joined(FunctionElement[str]):
+    """The aggregate joining text values with commas. (func.aggregate_strings binds its
+    separator at every execution, which costs more than the rest of the subquery.)"""
+
+    type = String()
+    name = "comma_joined"
+    inherit_cache = True
+
+
+@compiles(_comma_joined)
+def _group_concat(element: _comma_joined, compiler, **kw) -> str:  # noqa: ANN001
+    return f"group_concat({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_comma_joined, "postgresql")
+def _string_agg(element: _comma_joined, compiler, **kw) -> str:  # noqa: ANN001
+    return f"string_agg({compiler.process(element.clauses, **kw)}, ',')"
+
+
+def limits_column() -> ColumnElement[str]:
+    """Every SLA rule as one short text ("state:days:business,..."), as a scalar subquery:
+    the write path reads the limits in the statement that loads the case, so it needs no
+    statement of its own and can never use a limit an admin has since changed."""
+    sep = literal_column("':'")
+    one = (_RULES.c.state + sep + cast(_RULES.c.limit_days, String) + sep
+           + cast(sql_case((_RULES.c.business_days, literal_column("1")),
+                           else_=literal_column("0")), String))
+    return sa_select(_comma_joined(one)).scalar_subquery()
+
+
+def limits_from_text(text: str | None) -> dict[str, SlaLimit]:
+    """The limits from `limits_column()`'s text."""
+    return dict(_parse_limits(text or ""))
+
+
+@lru_cache(maxsize=16)
+def _parse_limits(text: str) -> dict[str, SlaLimit]:
+    # Keyed on the text itself, so an edited rule is a different key: nothing to invalidate.
+    # Callers get a copy (limits_from_text); the cached dict is never handed out.
+    rules = []
+    for part in filter(None, text.split(",")):
+        state, days, business = part.split(":")
+        rules.append((state, int(days), business == "1"))
+    return _limits_from_rules(tuple(rules))
+
+
+def _limits_from_rules(rules: tuple[tuple[str, int, bool], ...]) -> dict[str, SlaLimit]:
     limits = {s.value: SlaLimit(d) for s, d in DEFAULT_SLA_DAYS.items()}
-    limits.update({r.state: SlaLimit(r.limit_days, r.business_days) for r in rules})
+    limits.update({state: SlaLimit(days, business) for state, days, business in rules})
     return limits
 
 

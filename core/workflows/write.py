@@ -8,9 +8,15 @@ of the same row waits for the first to commit and then finds the version moved o
 SQLite the write transaction (BEGIN IMMEDIATE) waits for the lock and then reads the new
 version. Either way the loser gets StaleCaseError.
 
-Every public operation runs inside `atomic(session)`: a savepoint, so a refused or failed
-operation leaves nothing behind even if the caller catches the error and carries on with
-the same transaction.
+Every public operation runs inside `atomic(session)` (or `savepoint(session)`): a savepoint,
+so a refused or failed operation leaves nothing behind even if the caller catches the
+error and carries on with the same transaction.
+
+The case row is read and written with Core statements built once, not through the ORM's
+identity map and unit of work: at a million cases the ORM's bookkeeping cost three times
+the database's own work per move (issue 8). The `Case` handed back is an ordinary model
+instance filled from the row; if the session already holds that case, that instance is
+brought up to date instead, so nothing in the session is left stale.
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import case as sql_case
+from sqlalchemy.orm import configure_mappers, make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlmodel import Session
 
 from core.actor import Actor
 from core.config import get_settings
 from core.errors import NotFoundError, PermissionDenied, StaleCaseError, ValidationError
-from core.models import Case, User
+from core.models import Case, CaseEvent, User
 from core.permissions import Action, require
 from core.timeutil import as_utc
 from core.vocab import CaseState
@@ -39,27 +48,117 @@ def atomic(session: Session) -> Iterator[None]:
         yield
 
 
+_SAVEPOINT = "casedesk_write"
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """`atomic` for operations that write only with Core statements: a plain SAVEPOINT on
+    the session's connection (the ORM's nested transaction cost five times as much, and
+    there is no ORM state to roll back here). Objects the caller left pending are flushed
+    first, outside it, as the ORM's autoflush would have."""
+    flush_pending(session)
+    conn = session.connection()
+    conn.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        yield
+    except BaseException:
+        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        conn.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        raise
+    conn.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+
+
+def flush_pending(session: Session) -> None:
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+
+
 def utc(value: datetime, *, field: str = "time") -> datetime:
     if not isinstance(value, datetime):
         raise ValidationError(f"{field} must be a date and time.")
     return as_utc(value)
 
 
+_CASES = Case.__table__
+_LIMITS = "_sla_limits"
+# FOR UPDATE (PostgreSQL; SQLite's write transactions already hold the database lock):
+# a writer that did not bring a page version waits for a concurrent writer instead of
+# reading a version that is about to go stale and failing its compare-and-set.
+_LOAD = select(_CASES).where(_CASES.c.id == bindparam("b_id")).with_for_update(of=_CASES)
+# ... and with the SLA limits read in the same statement (a move stores new deadlines).
+_LOAD_WITH_LIMITS = (
+    select(_CASES, clocks.limits_column().label(_LIMITS))
+    .where(_CASES.c.id == bindparam("b_id")).with_for_update(of=_CASES)
+)
+# The SET clause comes from the parameters given; b_* name the WHERE's values.
+_CAS = update(_CASES).where(_CASES.c.id == bindparam("b_id"),
+                            _CASES.c.version == bindparam("b_version"))
+# A move also keeps `furthest_rank` (the funnel's "reached"), in the same statement:
+# raised to the rank of the state entered, never lowered.
+_CAS_REACHED = _CAS.values(furthest_rank=sql_case(
+    (_CASES.c.furthest_rank < bindparam("b_reached"), bindparam("b_reached")),
+    else_=_CASES.c.furthest_rank,
+)).returning(_CASES.c.furthest_rank)
+_INSERT_EVENT = insert(CaseEvent.__table__)
+
+
+def _case_id(case_id: object) -> int:
+    if isinstance(case_id, bool) or not isinstance(case_id, int):
+        try:
+            return int(str(case_id).strip())
+        except ValueError:
+            raise NotFoundError(f"There is no case {case_id!r}.") from None
+    return case_id
+
+
+def _as_case(session: Session, values: dict[str, Any]) -> Case:
+    """A `Case` holding `values` (a full row): the session's own instance refreshed if it
+    has one, else a new detached instance, as if loaded (no change pending on it)."""
+    held = session.identity_map.get((Case, (values["id"],), None))
+    if held is not None:
+        _store(held, values)
+        return held
+    case = _NEW_CASE()
+    case.__dict__.update(values)
+    make_transient_to_detached(case)
+    return case
+
+
+_NEW_CASE = Case._sa_class_manager.new_instance  # what the ORM's loader calls
+configure_mappers()  # make_transient_to_detached needs the mapper set up
+
+
+def _store(case: Case, values: dict[str, Any]) -> None:
+    """Put values the database now holds on `case` as loaded values, not as changes."""
+    state = instance_state(case)
+    if state.session_id is None and not state.committed_state:
+        # Ours (see _as_case): nothing tracks it, so this is what the ORM's loader does.
+        case.__dict__.update(values)
+        return
+    for name, value in values.items():
+        set_committed_value(case, name, value)
+
+
 def load_case(session: Session, case_id: int) -> Case:
     """The case as it is in the database now (not a copy cached in the session), locked
     for the rest of the transaction."""
-    if isinstance(case_id, bool) or not isinstance(case_id, int):
-        try:
-            case_id = int(str(case_id).strip())
-        except ValueError:
-            raise NotFoundError(f"There is no case {case_id!r}.") from None
-    # FOR UPDATE (PostgreSQL; SQLite's write transactions already hold the database lock):
-    # a writer that did not bring a page version waits for a concurrent writer instead of
-    # reading a version that is about to go stale and failing its compare-and-set.
-    case = session.get(Case, case_id, populate_existing=True, with_for_update=True)
-    if case is None:
+    return load_case_and_limits(session, case_id, limits=False)[0]
+
+
+def load_case_and_limits(
+    session: Session, case_id: int, *, limits: bool = True
+) -> tuple[Case, dict[str, clocks.SlaLimit] | None]:
+    """`load_case`, and the SLA limits in force, in one statement."""
+    case_id = _case_id(case_id)
+    flush_pending(session)
+    row = session.connection().execute(
+        _LOAD_WITH_LIMITS if limits else _LOAD, {"b_id": case_id}).first()
+    if row is None:
         raise NotFoundError(f"There is no case {case_id}.")
-    return case
+    values = dict(row._mapping)
+    found = clocks.limits_from_text(values.pop(_LIMITS)) if limits else None
+    return _as_case(session, values), found
 
 
 def require_case_right(actor: Actor, action: Action, case: Case) -> None:
@@ -106,23 +205,44 @@ def check_version(session: Session, case: Case, expected_version: int | None) ->
 
 
 def compare_and_set(
-    session: Session, case: Case, *, actor: Actor, now: datetime, changes: dict[str, Any]
+    session: Session, case: Case, *, actor: Actor, now: datetime, changes: dict[str, Any],
+    reached: int | None = None,
 ) -> Case:
     """Write `changes` if the case is still at the version it was loaded with; bump the
-    version; refresh `case`. Raises StaleCaseError (nothing written) otherwise."""
+    version; update `case`. Raises StaleCaseError (nothing written) otherwise.
+
+    `reached`: the funnel rank of a state a move enters; `furthest_rank` is raised to it
+    in the same statement."""
     version = case.version
     values = dict(changes)
     values.update(version=version + 1, updated_at=now, updated_by_id=actor.user_id)
-    result = session.execute(
-        update(Case)
-        .where(Case.id == case.id, Case.version == version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    params = {**values, "b_id": case.id, "b_version": version}
+    conn = session.connection()
+    if reached is None:
+        written = conn.execute(_CAS, params).rowcount == 1
+    else:
+        params["b_reached"] = reached
+        row = conn.execute(_CAS_REACHED, params).first()
+        written = row is not None
+        if written:
+            values["furthest_rank"] = row.furthest_rank
+    if not written:
         raise _describe_change(session, case.id)
-    session.refresh(case)
+    _store(case, values)
     return case
+
+
+def add_event(
+    session: Session, *, case: Case, from_state: str | None, at: datetime,
+    actor: Actor, reason: str | None = None, days_in_from_state: float | None = None,
+) -> None:
+    """The history row of the move that just brought `case` to its current state and
+    version (the team is copied onto it: a case never changes team)."""
+    session.connection().execute(_INSERT_EVENT, {
+        "case_id": case.id, "team_id": case.team_id, "from_state": from_state,
+        "to_state": case.state, "at": at, "actor_id": actor.user_id, "reason": reason,
+        "days_in_from_state": days_in_from_state, "version": case.version,
+    })
 
 
 def holiday_country() -> str:
@@ -137,15 +257,17 @@ def deadline_fields(
     paused_seconds: int,
     on_hold: bool,
     outcome_recorded: bool,
+    limits: dict[str, clocks.SlaLimit] | None = None,
 ) -> dict[str, datetime | None]:
-    """The three stored deadlines for a case that will have these fields."""
+    """The three stored deadlines for a case that will have these fields (`limits`: as
+    read in this transaction, else read now)."""
     d = clocks.sla_deadlines(
         state=state,
         state_entered_at=state_entered_at,
         paused_seconds=paused_seconds,
         on_hold=on_hold,
         outcome_recorded=outcome_recorded,
-        limits=clocks.load_limits(session),
+        limits=clocks.load_limits(session) if limits is None else limits,
         holiday_country=holiday_country(),
     )
     return {"due_soon_at": d.due_soon_at, "due_at": d.due_at, "escalate_at": d.escalate_at}
@@ -173,14 +295,17 @@ def load_user(session: Session, user_id: int) -> User:
 
 __all__ = [
     "PermissionDenied",
+    "add_event",
     "atomic",
     "check_version",
     "compare_and_set",
     "deadline_fields",
     "deadlines_after",
     "load_case",
+    "load_case_and_limits",
     "require_case_right",
     "require_open",
     "require_team_access",
+    "savepoint",
     "utc",
 ]

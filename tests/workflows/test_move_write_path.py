@@ -1,0 +1,76 @@
+"""The move's write path (core/workflows/write.py): what the Core statements must keep
+that the ORM used to give for free - limits never stale, the session's own copy of a case
+kept current, the funnel's furthest stage and the team on each history row."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from core.db import create_db_engine, session_scope
+from core.models import Case, CaseEvent, SlaRule
+from core.vocab import FUNNEL_RANK, Role
+from core.workflows.engine import move_case
+from core.workflows.states import Move
+from tests.factories import actor_for, make_case, make_team, make_user
+
+
+def _scene(engine, now):
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        manager = actor_for(make_user(session, now=now, team=team, role=Role.MANAGER))
+        ids = [make_case(session, now=now, team=team, state="records_received").id
+               for _ in range(2)]
+    return manager, ids
+
+
+def test_a_move_uses_a_limit_another_process_changed_a_moment_before(engine, now):
+    manager, (first, second) = _scene(engine, now)
+    with session_scope(engine) as session:
+        moved = move_case(session, case_id=first, move=Move.RECORD_MISSING, actor=manager,
+                          now=now, reason="slides missing")
+    assert moved.due_at == now + timedelta(days=10)  # the default for records_requested
+    # Another process (its own engine and connection) edits the limit directly.
+    other = create_db_engine(engine.url.render_as_string(hide_password=False))
+    with session_scope(other) as session:
+        session.execute(update(SlaRule).where(SlaRule.state == "records_requested")
+                        .values(limit_days=4))
+    other.dispose()
+    with session_scope(engine) as session:
+        moved = move_case(session, case_id=second, move=Move.RECORD_MISSING, actor=manager,
+                          now=now, reason="slides missing")
+    assert moved.due_at == now + timedelta(days=4)
+    assert moved.due_soon_at == now + timedelta(days=3)
+    assert moved.escalate_at == now + timedelta(days=6)
+
+
+def test_the_sessions_own_copy_of_a_moved_case_is_kept_current(engine, now):
+    manager, (case_id, _) = _scene(engine, now)
+    with session_scope(engine) as session:
+        held = session.get(Case, case_id)
+        returned = move_case(session, case_id=case_id, move=Move.RECORD_MISSING,
+                             actor=manager, now=now, reason="slides missing")
+        assert returned is held
+        assert session.get(Case, case_id).state == "records_requested"
+        assert held.version == 2 and not session.dirty  # current, with nothing to flush
+
+
+def test_a_move_records_the_team_and_keeps_the_furthest_stage(engine, now):
+    manager, (case_id, _) = _scene(engine, now)
+    t = now
+    with session_scope(engine) as session:
+        for move in (Move.RECORD_MISSING, Move.CLOSE, Move.REOPEN):
+            t += timedelta(hours=1)
+            extra = ({"close_reason": "other", "close_note": "test"} if move is Move.CLOSE
+                     else {"reason": "test"})
+            case = move_case(session, case_id=case_id, move=move, actor=manager, now=t,
+                             **extra)
+    with session_scope(engine, write=False) as session:
+        stored = session.get(Case, case_id)
+        teams = set(session.execute(select(CaseEvent.team_id)
+                                    .where(CaseEvent.case_id == case_id)).scalars())
+    # records_received (3) was reached; a move back, a close and a reopen never lower it
+    assert case.state == "records_requested"
+    assert stored.furthest_rank == case.furthest_rank == FUNNEL_RANK["records_received"]
+    assert teams == {stored.team_id}
