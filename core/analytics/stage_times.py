@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import ColumnElement, func, literal
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 from sqlmodel import Session, select
 
 from core.actor import Actor
@@ -110,6 +112,13 @@ def _ranked(session: Session, actor: Actor, filt: CaseFilter, by: Split | None) 
     """The general path: every stay of the cohort ranked in SQL (percentile_select)."""
     dialect = session.get_bind().dialect
     stage = CaseEvent.from_state
+    # SQLite's planner would start from the stage indexes of case_event and look up one
+    # history row and one case row per stay (47 s at a million cases, month split);
+    # starting from the cohort's cases and reading each one's history, which lies
+    # together, is 4x cheaper. A unary + keeps the stage test off those indexes
+    # (sqlite.org/optoverview.html, "disqualifying WHERE clause terms").
+    picked = stage if dialect.name != "sqlite" else UnaryExpression(
+        stage, operator=custom_op("+"), type_=stage.type)
     if by is None:
         group = literal("all")
     elif by == "month":
@@ -132,12 +141,12 @@ def _ranked(session: Session, actor: Actor, filt: CaseFilter, by: Split | None) 
         .join(Case, Case.id == CaseEvent.case_id)
         .where(
             *filt.case_conditions(actor, Action.VIEW_ANALYTICS, with_state=False),
-            stage.in_([s.value for s in FUNNEL]),
+            picked.in_([s.value for s in FUNNEL]),
             CaseEvent.days_in_from_state.is_not(None),
         )
     )
     if filt.state is not None:
-        base = base.where(stage == filt.state)
+        base = base.where(picked == filt.state)
     if by == "team":
         base = base.join(Team, Team.id == Case.team_id)
     elif by == "coordinator":
