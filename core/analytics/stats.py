@@ -9,9 +9,10 @@ interpolated in the same statement - the database still does all the work.
 When the values sit in an index ordered by (key, value), `index_percentiles` computes the
 same numbers without ranking every row: one grouped count per key, then the one or two
 values at the needed ranks, each read with ORDER BY value LIMIT 1-2 OFFSET k from
-whichever end of the key's index range is nearer. Both databases walk only index entries,
-and the 90th percentile walks a tenth of them (FIELD-NOTES.md: ranking every row with
-window functions was the slow part at a million cases).
+whichever end of the key's index range is nearer. SQLite walks only index entries, and
+the 90th percentile a tenth of them (FIELD-NOTES.md: ranking every row with window
+functions was the slow part at a million cases). PostgreSQL runs its percentile_cont over
+the same index range, which measured a little faster there than the same reads.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 Z95 = 1.959963984540054
@@ -88,6 +89,8 @@ def index_percentiles(
     # Core, not ORM, execution, and no per-key statements to build: at 100k cases building
     # and keying a dozen-part UNION cost three times more than running it.
     con = session.connection()
+    if con.dialect.name == "postgresql":
+        return _percentile_cont(con, key, value, keys, where, fractions)
     base = [*where, key == bindparam("k"), value.is_not(None)]
     count = select(func.count()).where(*base)
     # OFFSET walks the index one entry at a time: read from the nearer end.
@@ -112,6 +115,23 @@ def index_percentiles(
             vals.append(float(lo) + (float(n - 1) * p - first) * (float(hi) - float(lo)))
         out[k] = Percentiles(int(n), tuple(vals))
     return out
+
+
+def _percentile_cont(
+    con: Connection, key: ColumnElement, value: ColumnElement, keys: Sequence[str],
+    where: Sequence[ColumnElement[bool]], fractions: Sequence[float],
+) -> dict[str, Percentiles]:
+    """PostgreSQL: its own percentile_cont over the same index range, one statement.
+    Measured at a million cases (a team's 305k stays): 240-260 ms against 270-300 ms
+    for the count-and-offset reads, whose index-only scans cost PostgreSQL more per
+    entry than SQLite."""
+    cols = [func.percentile_cont(p).within_group(value.asc()) for p in fractions]
+    rows = con.execute(
+        select(key, func.count(), *cols)
+        .where(*where, key.in_(list(keys)), value.is_not(None)).group_by(key)
+    ).all()
+    got = {r[0]: Percentiles(int(r[1]), tuple(float(v) for v in r[2:])) for r in rows}
+    return {k: got[k] for k in keys if k in got}
 
 
 def _window(n: int, p: float) -> tuple[int, int]:
