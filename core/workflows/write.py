@@ -215,7 +215,11 @@ def compare_and_set(
     in the same statement."""
     version = case.version
     values = dict(changes)
-    values.update(version=version + 1, updated_at=now, updated_by_id=actor.user_id)
+    values.update(version=version + 1, updated_at=now, updated_by_id=actor.user_id,
+                  # Marked for the next scan here, in the same UPDATE: migration 0005's
+                  # trigger would mark it anyway, but on SQLite with a second UPDATE of
+                  # the row (its WHEN clause skips rows already marked).
+                  scan_dirty=True)
     params = {**values, "b_id": case.id, "b_version": version}
     conn = session.connection()
     if reached is None:
