@@ -270,8 +270,9 @@ class Case(SQLModel, table=True):
     updated_by_id: int | None = Field(default=None, foreign_key="app_user.id")
 
     # Derived, stored so the busiest reads need no join or subquery (issue 8):
-    # the worst severity rank of the open flags (0 none, 1 due soon, 2 stalled,
-    # 3 escalated), kept by the scan, the only writer of flags;
+    # the worst severity rank of the open flags other than SLA ones (0 none, 1 due soon,
+    # 2 stalled, 3 escalated), kept by the scan, the only writer of flags; the SLA level
+    # is read from the stored deadlines instead (core/scan/sweep.py says why);
     flag_rank: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # the position in `core.vocab.FUNNEL` of the furthest state any move entered (the
     # funnel's "reached"), kept by the workflow write path with each history row.

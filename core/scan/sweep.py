@@ -37,7 +37,11 @@ had when it was raised (today's is `clocks.deadline_shortfall` from the case). T
 medians behind the expected remaining days come from the nightly recompute job (stored
 on its JobRun and carried forward on each scan's); a scan computes them from history only
 when none are stored or they are over a week old. `cases.flag_rank` (the worst open
-flag's rank, for the triage queue) is set for every case the scan looked at.
+non-SLA flag's rank, for the triage queue) is set for every case the scan looked at. SLA
+flags are left out of it on purpose: the queue reads the SLA level from the stored
+deadlines at its own `now` (never staler than a flag), and SLA escalations are most of
+a day's changes - keeping them in the rank rewrote ~100,000 wide case rows (and the
+triage index) per day at a million cases, half the scan's time.
 
 The whole scan and its JobRun row are one transaction: a scan killed half-way leaves
 nothing behind (its claims included) and the next one does the whole job. Scans are
@@ -497,9 +501,9 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
 
 
 def _update_flag_rank(session: Session, only: Table | None) -> None:
-    """cases.flag_rank = the worst open flag's rank (0 without one), written only where it
-    differs: for the work list, or for every case on a full scan."""
-    open_flag = flags.c.resolved_at.is_(None)
+    """cases.flag_rank = the worst open non-SLA flag's rank (0 without one), written only
+    where it differs: for the work list, or for every case on a full scan."""
+    open_flag = and_(flags.c.resolved_at.is_(None), flags.c.kind != FlagKind.SLA.value)
     if only is not None:
         # The new ranks first (one probe of the open-flag index per case), then one
         # UPDATE in id order that rewrites only the case rows whose rank moved.
