@@ -1,10 +1,11 @@
 """The triage queue and its headline numbers (DESIGN.md sections 1, 2 and 5): SQL only.
 
 Order, most urgent first:
-1. severity rank: the worst open flag of the case (`cases.flag_rank`, stored by the scan,
-   the only writer of flags), or the SLA level its stored deadlines give at `now` if that
-   is worse (so a case is not ranked low just because the scan has not run since its
-   deadline passed): escalated 3, stalled 2, due soon 1, none 0;
+1. severity rank: the worst of the case's open flags other than SLA ones
+   (`cases.flag_rank`, stored by the scan, the only writer of flags) and the SLA level
+   its stored deadlines give at `now` (read here, not from the SLA flags, so a case is
+   not ranked low just because the scan has not run since its deadline passed):
+   escalated 3, stalled 2, due soon 1, none 0;
 2. how far past the limit: the stored `due_at`, earliest first (on hold: last);
 3. the patient clock: the biopsy date, oldest first; then the case id.
 
@@ -187,9 +188,9 @@ def _sla_rank_expr(now: ColumnElement[datetime]) -> ColumnElement[int]:
 
 
 def _rank_expr(now: ColumnElement[datetime], dialect: str) -> ColumnElement[int]:
-    """The stored worst open flag (`cases.flag_rank`, kept by the scan) or the SLA level
-    the stored deadlines give at `now`, whichever is worse: a deadline that passed since
-    the last scan still ranks the case up. Both read from ix_cases_triage."""
+    """The stored worst open non-SLA flag (`cases.flag_rank`, kept by the scan) or the SLA
+    level the stored deadlines give at `now`, whichever is worse: a deadline that passed
+    since the last scan ranks the case up at once. Both read from ix_cases_triage."""
     greatest = func.max if dialect == "sqlite" else func.greatest  # scalar max on SQLite
     return greatest(_cases.c.flag_rank, _sla_rank_expr(now))
 
