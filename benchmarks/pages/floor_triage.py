@@ -10,7 +10,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import streamlit as st  # noqa: E402
 
 from benchmarks.context import Ctx  # noqa: E402
-from benchmarks.suites.triage import _FLOOR_SELECT  # noqa: E402
+
+# The least a page of the queue can cost: one ordered, limited query over the same scope
+# (no ranking, no why / next action), shown as a table.
+_FLOOR_SELECT = (
+    "SELECT c.id, c.version, c.state, c.due_at, c.biopsy_date, c.on_hold, p.first_name, "
+    "p.last_name, p.mrn FROM cases c JOIN patient p ON p.id = c.patient_id "
+    "WHERE c.state <> 'closed' AND c.due_at IS NOT NULL AND {scope}{after} "
+    "ORDER BY c.due_at, c.id LIMIT 51"
+)
 
 
 @st.cache_resource

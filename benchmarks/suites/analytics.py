@@ -1,14 +1,13 @@
 """The manager's analytics: the funnel and the stage-time median and 90th percentile per
 state (issue 6), for the demo manager's team, against replaying the events in pandas
-(the naive way) and the least bare SQL that answers the same question (the floor)."""
+(the naive way) and the floor: the very statements ours sent, replayed on a bare DBAPI
+connection (what is left is the database's own work)."""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from benchmarks.common import actor
+from benchmarks.common import actor, captured_run, replay
 from benchmarks.context import Ctx
 from benchmarks.report import Row, Target
 from benchmarks.timing import Stat, measure
@@ -61,46 +60,23 @@ def _naive(ctx: Ctx, team_id: int):  # noqa: ANN202
     return replay
 
 
-def _pick(values: list[float], p: float) -> float:
-    h = (len(values) - 1) * p
-    lo = math.floor(h)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (h - lo) * (values[hi] - values[lo])
+def _floor(ctx: Ctx):  # noqa: ANN202
+    """Our funnel's and stage times' statements, captured once, replayed bare."""
+    from core.analytics.filters import CaseFilter
+    from core.analytics.funnel import funnel
+    from core.analytics.stage_times import stage_times
 
+    manager = actor(ctx, Role.MANAGER)
+    _, funnel_sql = captured_run(ctx, lambda s: funnel(s, manager, CaseFilter()))
+    _, stages_sql = captured_run(ctx, lambda s: stage_times(s, manager, CaseFilter()))
 
-def _floor(ctx: Ctx, team_id: int):  # noqa: ANN202
-    """Counts from the case table (a closed case knows the state it left) and the stored
-    stage times: percentile_cont on PostgreSQL; on SQLite, which has none, the values
-    come back sorted and the two ranks are picked out."""
+    def replayer(statements):  # noqa: ANN001, ANN202
+        def go() -> None:
+            with ctx.bare_connection() as con:
+                replay(ctx, con, statements, write=False)
+        return go
 
-    def run_funnel() -> None:
-        with ctx.bare_connection() as con:
-            con.execute(ctx.sql(
-                "SELECT coalesce(closed_from_state, state), count(*) FROM cases "
-                "WHERE team_id = ? GROUP BY 1"), (team_id,)).fetchall()
-
-    def run_stages() -> None:
-        with ctx.bare_connection() as con:
-            if ctx.is_sqlite:
-                rows = con.execute(
-                    "SELECT e.from_state, e.days_in_from_state FROM case_event e "
-                    "JOIN cases c ON c.id = e.case_id WHERE c.team_id = ? AND "
-                    "e.from_state IS NOT NULL AND e.days_in_from_state IS NOT NULL "
-                    "ORDER BY 1, 2", (team_id,)).fetchall()
-                groups: dict[str, list[float]] = {}
-                for state, days in rows:
-                    groups.setdefault(state, []).append(days)
-                {s: (_pick(v, 0.5), _pick(v, 0.9)) for s, v in groups.items()}
-            else:
-                con.execute(
-                    "SELECT e.from_state, count(*), "
-                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY e.days_in_from_state), "
-                    "percentile_cont(0.9) WITHIN GROUP (ORDER BY e.days_in_from_state) "
-                    "FROM case_event e JOIN cases c ON c.id = e.case_id "
-                    "WHERE c.team_id = %s AND e.from_state IS NOT NULL AND "
-                    "e.days_in_from_state IS NOT NULL GROUP BY 1", (team_id,)).fetchall()
-
-    return run_funnel, run_stages
+    return replayer(funnel_sql), replayer(stages_sql)
 
 
 def _sum(a: Stat, b: Stat) -> Stat:
@@ -112,7 +88,7 @@ def run(ctx: Ctx) -> list[Row]:
     manager = actor(ctx, Role.MANAGER)
     team_id = manager.team_id
     ours_funnel, ours_stages = _ours(ctx)
-    floor_funnel, floor_stages = _floor(ctx, team_id)
+    floor_funnel, floor_stages = _floor(ctx)
     o_f = measure(ours_funnel, runs=ctx.runs, warmup=ctx.warmup)
     o_s = measure(ours_stages, runs=ctx.runs, warmup=ctx.warmup)
     f_f = measure(floor_funnel, runs=ctx.runs, warmup=ctx.warmup)
