@@ -31,7 +31,6 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Connection,
     Select,
     and_,
     bindparam,
@@ -54,7 +53,6 @@ from core.models import (
     ContactAttempt,
     Patient,
     RecordItem,
-    SlaRule,
     Team,
     User,
 )
@@ -72,7 +70,7 @@ from core.vocab import (
     Requirement,
     Role,
 )
-from core.workflows.clocks import DEFAULT_SLA_DAYS, SlaLimit
+from core.workflows.clocks import load_limits
 
 # Core tables, not ORM entities: the queue runs on every rerun of My day, and building
 # and executing ORM-enabled statements cost more than the SQL itself.
@@ -83,7 +81,6 @@ _records = RecordItem.__table__
 _contacts = ContactAttempt.__table__
 _users = User.__table__
 _teams = Team.__table__
-_rules = SlaRule.__table__
 
 # Sort keys for NULLs: a case with no deadline (on hold) or no biopsy date sorts last.
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
@@ -409,18 +406,6 @@ def _detail_statements(n: int) -> tuple[Select, Select, Select]:
     return flags, records, contacts
 
 
-_LIMITS = select(_rules.c.state, _rules.c.limit_days, _rules.c.business_days)
-
-
-def _limits(conn: Connection) -> dict[str, SlaLimit]:
-    """The SLA limits as `load_limits` gives them. Read on every call (an admin may edit
-    them at any moment; a handful of rows)."""
-    limits = {s.value: SlaLimit(d) for s, d in DEFAULT_SLA_DAYS.items()}
-    limits.update({state: SlaLimit(days, bool(business))
-                   for state, days, business in conn.execute(_LIMITS)})
-    return limits
-
-
 def _explain(session: Session, rows: list[QueueRow], raw: list[Any], now: datetime) -> None:
     """Write the *why* and the *next action* of each row, with a few IN queries for the
     page's cases only."""
@@ -429,7 +414,7 @@ def _explain(session: Session, rows: list[QueueRow], raw: list[Any], now: dateti
     conn = session.connection()
     ids = {f"id{i}": r.case_id for i, r in enumerate(rows)}
     flags_of, records_of, contacts_of = _detail_statements(len(rows))
-    limits = _limits(conn)
+    limits = load_limits(session)  # never cached: an admin may have just edited one
     flags: dict[int, list[Any]] = {}
     for f in conn.execute(flags_of, ids):
         flags.setdefault(f.case_id, []).append(f)
