@@ -13,7 +13,8 @@ Splits:
   need records from X wait", not a partition of all stays.
 For the whole table `filt.state` picks the stage, not the case's current state.
 
-Without a period or a split (the page's first view, and the scan's medians) the numbers
+Without a period or a split (the page's first view, and the scan's medians), and for the
+split by team without a period (one index range per team), the numbers
 are read off the index (team_id, from_state, days_in_from_state) - or (from_state,
 days_in_from_state) across every team - by `stats.index_percentiles`: a count per state
 and the one or two values at each needed rank, never ranking every stay. A period (a
@@ -59,8 +60,11 @@ def stage_times(
     """One row per (state, group): n stays, median and 90th percentile days, SLA limit."""
     import pandas as pd  # lazily: the exports share this package without it
 
-    if by is None and filt.start is None and filt.end is None:
+    no_period = filt.start is None and filt.end is None
+    if by is None and no_period:
         rows = _from_index(session, actor, filt)
+    elif by == "team" and no_period:
+        rows = _teams_from_index(session, actor, filt)
     else:
         rows = _ranked(session, actor, filt, by)
     limits = sla_limits(session)
@@ -98,6 +102,23 @@ def _from_index(session: Session, actor: Actor, filt: CaseFilter) -> list[tuple]
     states = [s.value for s in FUNNEL if filt.state in (None, s.value)]
     got = _stage_index(session, where, states, (0.5, 0.9))
     return [(state, "all", p.n, p.values[0], p.values[1]) for state, p in got.items()]
+
+
+def _teams_from_index(session: Session, actor: Actor, filt: CaseFilter) -> list[tuple]:
+    """The split by team without a period: the index path once per team in reach. The
+    history carries its team, so each team is one index range - ranking every stay of
+    the service instead took about 40 s of CPU at a million cases."""
+    where = filt.team_conditions(actor, Action.VIEW_ANALYTICS, _EVENT.c.team_id)
+    states = [s.value for s in FUNNEL if filt.state in (None, s.value)]
+    team = Team.__table__.c
+    teams = session.connection().execute(
+        select(team.id, team.name).where(*filt.team_conditions(
+            actor, Action.VIEW_ANALYTICS, team.id))).all()
+    rows = []
+    for team_id, name in teams:
+        got = _stage_index(session, [*where, _EVENT.c.team_id == team_id], states, (0.5, 0.9))
+        rows += [(state, name, p.n, p.values[0], p.values[1]) for state, p in got.items()]
+    return rows
 
 
 def _stage_index(

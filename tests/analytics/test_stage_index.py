@@ -161,3 +161,23 @@ def test_stage_percentiles_for_the_scan_cover_every_team_or_one(engine, world):
             assert list(p.values) == pytest.approx(
                 [float(np.percentile(want[s], 100 * f)) for f in fr], abs=1e-9)
 
+
+
+@pytest.mark.parametrize("who, filt, teams", [
+    ("admin", {}, ["A", "B"]),
+    ("admin", {"team_id": "B"}, ["B"]),
+    ("A", {}, ["A"]),
+])
+def test_split_by_team_reads_each_team_off_the_index_and_equals_ranking(
+        engine, world, who, filt, teams):
+    filt = {k: world.teams[v] for k, v in filt.items()}
+    with session_scope(engine, write=False) as session:
+        fast = stage_times(session, world.actors[who], CaseFilter(**filt), by="team")
+        ranked = stage_times(session, world.actors[who], CaseFilter(start=EVERYTHING, **filt),
+                             by="team")
+    assert sorted(set(fast["group"])) == [f"Team {t}" for t in teams]  # never "Team Empty"
+    for t in teams:
+        _check(fast[fast["group"] == f"Team {t}"].reset_index(drop=True), _expected(world, [t]))
+    assert fast.drop(columns=["median_days", "p90_days"]).equals(
+        ranked.drop(columns=["median_days", "p90_days"]))
+    assert fast["median_days"].tolist() == pytest.approx(ranked["median_days"].tolist())
