@@ -41,6 +41,7 @@ from core.models import JobRun, WorkerLease
 from core.scan import RECOMPUTE_JOB, SCAN_JOB, run_recompute, run_scan
 from core.timeutil import as_utc, utcnow
 from core.vocab import JobStatus
+from core.workflows.hold_expiry import resume_due_holds
 
 log = logging.getLogger("casedesk.worker")
 
@@ -269,12 +270,19 @@ class Worker:
         if result.skipped:
             log.warning("scan skipped: this worker no longer holds the lease")
         else:
-            log.info("scan: raised %d, escalated %d, resolved %d, adjusted %d, %d cases"
-                     " examined%s (%.2f s)", result.raised, result.escalated, result.resolved,
-                     result.adjusted, result.examined, " (full)" if result.full else "",
-                     result.seconds)
+            log.info("scan: raised %d, resolved %d, %d cases examined%s (%.2f s)",
+                     result.raised, result.resolved, result.examined,
+                     " (full)" if result.full else "", result.seconds)
 
     def recompute_job(self) -> None:
+        # Before the deadlines: a hold whose resume date came gets its deadlines back.
+        try:
+            holds = resume_due_holds(self.engine, now=self.clock())
+            if holds.resumed or holds.skipped:
+                log.info("holds past their resume date: %d resumed, %d skipped",
+                         len(holds.resumed), len(holds.skipped))
+        except Exception:
+            log.exception("resuming holds past their resume date failed")
         try:
             changed = run_recompute(self.engine, now=self.clock(), worker=self.holder,
                                     still_leader=self.leadership.still_leader)

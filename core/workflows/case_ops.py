@@ -122,22 +122,27 @@ def put_on_hold(session: Session, *, case_id: int, reason: str, resume_on: date 
 
 
 def resume(session: Session, *, case_id: int, actor: Actor, now: datetime,
-           expected_version: int | None = None) -> Case:
-    """End a hold: the time held is added to `paused_seconds`, deadlines move later."""
+           expected_version: int | None = None, held_until: datetime | None = None) -> Case:
+    """End a hold: the time held is added to `paused_seconds`, deadlines move later.
+
+    `held_until` (the expiry job): the hold ended then - the start of its resume day -
+    not when the job noticed, so a worker that was down does not lengthen the pause."""
     now = utc(now, field="now")
+    ended = min(now, utc(held_until, field="held_until")) if held_until else now
     with atomic(session):
         case = _begin(session, case_id=case_id, actor=actor, expected_version=expected_version,
                       what="resume it")
         if not case.on_hold:
             raise ValidationError(f"Case {case.id} is not on hold.")
-        started = utc(case.hold_started_at or now)
-        held = max(0, int((now - started).total_seconds()))
+        started = utc(case.hold_started_at or ended)
+        held = max(0, int((ended - started).total_seconds()))
         paused = case.paused_seconds + held
         changes = {"on_hold": False, "hold_reason": None, "hold_started_at": None,
                    "hold_until": None, "paused_seconds": paused,
                    **deadlines_after(session, case, on_hold=False, paused_seconds=paused)}
         return _write(session, case, actor=actor, now=now, action="case.resume",
-                      changes=changes, detail={"held_seconds": held})
+                      changes=changes, detail={"held_seconds": held,
+                                               **({"resume_date": True} if held_until else {})})
 
 
 # --- assignment ---------------------------------------------------------------------------
