@@ -28,3 +28,23 @@ def test_nightly_recompute_refreshes_the_planner_statistics(sqlite_engine, now):
     with sqlite_engine.connect() as conn:
         stats = conn.execute(text("SELECT count(*) FROM sqlite_stat1 WHERE tbl = 'cases'"))
         assert before == 0 and stats.scalar() > 0
+
+
+def test_on_postgresql_the_nightly_refresh_vacuums_so_index_only_scans_stay_index_only(
+        pg_engine, now):
+    # VACUUM, not only ANALYZE: it sets the visibility map that index-only scans rely on.
+    from core.db import refresh_planner_statistics
+
+    with session_scope(pg_engine) as s:
+        team = make_team(s, now=now)
+        make_case(s, now=now, team=team, state="referral", days_in_state=1)
+
+    def vacuumed() -> tuple:
+        with pg_engine.connect() as conn:
+            return conn.execute(text(
+                "SELECT vacuum_count, analyze_count FROM pg_stat_user_tables "
+                "WHERE relname = 'cases'")).one()
+
+    assert vacuumed() == (0, 0)
+    refresh_planner_statistics(pg_engine)
+    assert vacuumed() == (1, 1)
