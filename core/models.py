@@ -270,9 +270,10 @@ class Case(SQLModel, table=True):
     updated_by_id: int | None = Field(default=None, foreign_key="app_user.id")
 
     # Derived, stored so the busiest reads need no join or subquery (issue 8):
-    # the worst severity rank of the open flags other than SLA ones (0 none, 1 due soon,
-    # 2 stalled, 3 escalated), kept by the scan, the only writer of flags; the SLA level
-    # is read from the stored deadlines instead (core/scan/sweep.py says why);
+    # the worst severity rank of the open flags whose level does not move with time
+    # (deadline risk, unreachable: 0 none, 2 stalled), kept by the scan, the only writer
+    # of flags; the SLA and patient-clock levels are derived from the stored deadlines and
+    # biopsy date instead (core/flag_levels.py, core/scan/sweep.py say why);
     flag_rank: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # the position in `core.vocab.FUNNEL` of the furthest state any move entered (the
     # funnel's "reached"), kept by the workflow write path with each history row.
@@ -395,7 +396,15 @@ class SlaRule(SQLModel, table=True):
 
 
 class CaseFlag(SQLModel, table=True):
-    """A stall flag. At most one open flag per case and kind (partial unique index)."""
+    """A stall flag: raised and resolved by the scan, acknowledged by a person. At most
+    one open flag per case and kind (partial unique index).
+
+    `severity` is the level the flag had WHEN RAISED. For SLA and patient-clock flags the
+    level now moves with time and is never stored: read it with
+    `core.flag_levels.current_severity` (or `current_severity_sql`), which derives it from
+    the case's stored deadlines / biopsy date at `now`. Deadline-risk and unreachable
+    flags have one level ("stalled") that never moves.
+    """
 
     __tablename__ = "case_flag"
     __table_args__ = (
@@ -412,10 +421,9 @@ class CaseFlag(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="cases.id")
     kind: str = Field(max_length=16)
-    severity: str = Field(max_length=16)
+    severity: str = Field(max_length=16)  # the level when raised: see the docstring
     state: str = Field(max_length=24)  # the case's state when the flag was raised
     raised_at: datetime
-    escalated_at: datetime | None = None
     resolved_at: datetime | None = None
     acknowledged_at: datetime | None = None
     acknowledged_by_id: int | None = Field(default=None, foreign_key="app_user.id")
@@ -437,7 +445,6 @@ class JobRun(SQLModel, table=True):
     started_at: datetime
     finished_at: datetime | None = None
     raised: int = Field(default=0)
-    escalated: int = Field(default=0)
     resolved: int = Field(default=0)
     examined: int = Field(default=0)
     worker: str | None = Field(default=None, max_length=128)

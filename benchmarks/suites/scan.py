@@ -5,9 +5,10 @@ ways: the naive scan and the floor run first and are rolled back, then Case Desk
 `run_scan` commits and the clock moves on.
 
 naive: every open case and every open flag loaded as ORM objects, the same four rules
-(SLA, patient clock, deadline risk, unreachable) evaluated in Python, flags raised,
-changed and resolved one object at a time. floor: the scan's own statements replayed on a
-bare DBAPI connection (no ORM, no statement building)."""
+(SLA, patient clock, deadline risk, unreachable) evaluated in Python, flags raised and
+resolved one object at a time (as ours, it never rewrites a flag's level: the SLA and
+patient-clock levels are derived when read, core.flag_levels). floor: the scan's own
+statements replayed on a bare DBAPI connection (no ORM, no statement building)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,6 @@ from core.db import session_scope
 from core.models import Case, CaseFlag, ContactAttempt
 from core.timeutil import as_utc
 from core.vocab import ContactOutcome, FlagKind, FlagSeverity, TreatmentStatus
-
-_RANK = {s.value: s.rank for s in FlagSeverity}
 
 
 def naive_scan(ctx: Ctx, now: datetime) -> int:
@@ -84,15 +83,10 @@ def naive_scan(ctx: Ctx, now: datetime) -> int:
                 if want is None:
                     continue
                 severity, shortfall = want
-                if flag is None:
+                if flag is None:  # raised with its level (and shortfall) of today
                     session.add(CaseFlag(case_id=case.id, kind=kind.value, severity=severity,
                                          state=case.state, raised_at=sc.now,
                                          shortfall_days=shortfall))
-                    touched += 1
-                elif flag.severity != severity or flag.shortfall_days != shortfall:
-                    if _RANK[severity] > _RANK[flag.severity]:
-                        flag.escalated_at = sc.now
-                    flag.severity, flag.shortfall_days = severity, shortfall
                     touched += 1
         for flag in by_key.values():  # flags of cases closed since
             flag.resolved_at = sc.now

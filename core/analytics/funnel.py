@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, bindparam, case, exists, func, or_, select
 from sqlmodel import Session
 
+from core import flag_levels
 from core.actor import Actor
 from core.analytics.filters import CaseFilter
 from core.models import Case, CaseFlag
@@ -82,13 +83,16 @@ def _cases_by_furthest_rank(session: Session, actor: Actor, filt: CaseFilter) ->
 
 
 def stalled_condition(now: datetime):  # noqa: ANN201 - SQL boolean
-    """A case is stalled when its stored deadline has passed or the scan has flagged it
-    stalled or escalated (a due-soon flag is a warning, not a stall)."""
+    """A case is stalled when its stored deadline has passed or it has an open SLA flag
+    at stalled or escalated now (a due-soon flag is a warning, not a stall; the flag's
+    level is derived from the case at `now`, core.flag_levels)."""
+    flag, case_ = CaseFlag.__table__, Case.__table__
+    level = flag_levels.current_severity_sql(flag, case_, flag_levels.Moment.at(now))
     open_sla_flag = exists().where(
-        CaseFlag.case_id == Case.id,
-        CaseFlag.resolved_at.is_(None),
-        CaseFlag.kind == FlagKind.SLA.value,
-        CaseFlag.severity.in_(STALLED_SEVERITIES),
+        flag.c.case_id == case_.c.id,
+        flag.c.resolved_at.is_(None),
+        flag.c.kind == FlagKind.SLA.value,
+        level.in_(STALLED_SEVERITIES),
     )
     return or_(and_(Case.due_at.is_not(None), Case.due_at <= as_utc(now)), open_sla_flag)
 

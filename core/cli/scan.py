@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     def scan(
         as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
     ) -> None:
-        """Run one stalled-case scan now and print what it raised, escalated and resolved."""
+        """Run one stalled-case scan now and print what it raised and resolved."""
         import os
 
         from sqlalchemy.exc import SQLAlchemyError
@@ -47,8 +47,7 @@ def register(app: typer.Typer) -> None:
             return
         typer.echo(
             f"Scan done in {result.seconds:.2f} s: {result.raised} raised, "
-            f"{result.escalated} escalated, {result.resolved} resolved, "
-            f"{result.adjusted} adjusted; {result.examined} cases examined"
+            f"{result.resolved} resolved; {result.examined} cases examined"
             f" ({'full scan' if result.full else 'written or due since the last scan'})."
         )
         for kind, counts in result.by_kind.items():

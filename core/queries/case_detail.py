@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, select
 
+from core import flag_levels
 from core.actor import Actor
 from core.config import get_settings
 from core.models import (
@@ -49,7 +50,7 @@ class CaseDetail:
     specialist_name: str | None
     sla: Clock
     patient_clock: Clock
-    flags: list[CaseFlag]
+    flags: list[tuple[CaseFlag, FlagSeverity]]  # open flags with their level now, worst first
     records: list[RecordItem]
     contacts: list[tuple[ContactAttempt, str]]
     notes: list[tuple[Note, str]]
@@ -116,10 +117,11 @@ def case_detail(session: Session, *, case_id: int, actor: Actor, now: datetime) 
     patient = session.get(Patient, case.patient_id)
     team = session.get(Team, case.team_id)
     spec = session.get(Specialist, case.specialist_id) if case.specialist_id else None
-    flags = list(session.exec(
+    moment = flag_levels.Moment.at(now)
+    flags = [(f, flag_levels.current_severity(f, case, moment)) for f in session.exec(
         select(CaseFlag).where(CaseFlag.case_id == case.id, CaseFlag.resolved_at.is_(None))
-        .order_by(CaseFlag.id)).all())
-    flags.sort(key=lambda f: -FlagSeverity(f.severity).rank)
+        .order_by(CaseFlag.id)).all()]
+    flags.sort(key=lambda pair: -pair[1].rank)
     records = list(session.exec(
         select(RecordItem).where(RecordItem.case_id == case.id).order_by(RecordItem.id)).all())
     contacts = list(session.exec(

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
-from core import audit
+from core import audit, flag_levels
 from core.actor import Actor
 from core.errors import NotFoundError, ValidationError
 from core.models import REASON_MAX, Case, CaseFlag, JobRun
@@ -45,8 +45,11 @@ def acknowledge_flag(
     ).rowcount
     if changed != 1:
         raise ValidationError("This flag has already been resolved; nothing to acknowledge.")
+    # the level the person saw: now, not the one the flag was raised with
+    level = flag_levels.current_severity(flag, case, flag_levels.Moment.at(now)).value \
+        if case is not None else flag.severity
     audit.record(session, actor=actor, action="flag.acknowledge", now=now, case_id=flag.case_id,
-                 detail={"flag_id": flag.id, "kind": flag.kind, "severity": flag.severity})
+                 detail={"flag_id": flag.id, "kind": flag.kind, "severity": level})
     session.refresh(flag)
     return flag
 
@@ -57,8 +60,8 @@ class ScanSummary:
     last_status: str | None
     minutes_ago: float | None
     last_error: str | None
-    stalled_cases: int  # open cases with a flag at "stalled" or worse
-    due_soon_cases: int  # open cases whose worst flag is "due soon"
+    stalled_cases: int  # open cases with a flag at "stalled" or worse now
+    due_soon_cases: int  # open cases whose worst flag is "due soon" now
 
     def describe(self) -> str:
         if self.last_started_at is None:
@@ -74,13 +77,17 @@ def scan_summary(session: Session, *, now: datetime, team_id: int | None = None)
         select(JobRun).where(JobRun.job == SCAN_JOB).order_by(JobRun.started_at.desc(),
                                                              JobRun.id.desc()).limit(1)
     ).scalar_one_or_none()
+    # each flag's level now (SLA and patient clock: from its case's dates at `now`)
+    f, c = CaseFlag.__table__, Case.__table__
+    rank = flag_levels.current_rank_sql(f, c, flag_levels.Moment.at(now))
     worst = (
-        select(CaseFlag.case_id, func.max(_rank()).label("rank"))
-        .where(CaseFlag.resolved_at.is_(None))
-        .group_by(CaseFlag.case_id)
+        select(f.c.case_id, func.max(rank).label("rank"))
+        .join(c, c.c.id == f.c.case_id)
+        .where(f.c.resolved_at.is_(None))
+        .group_by(f.c.case_id)
     )
     if team_id is not None:
-        worst = worst.join(Case, Case.id == CaseFlag.case_id).where(Case.team_id == team_id)
+        worst = worst.where(c.c.team_id == team_id)
     w = worst.subquery()
     stalled_rank = FlagSeverity.STALLED.rank
     stalled, due_soon = session.execute(
@@ -96,7 +103,3 @@ def scan_summary(session: Session, *, now: datetime, team_id: int | None = None)
         stalled_cases=stalled or 0,
         due_soon_cases=due_soon or 0,
     )
-
-
-def _rank():  # noqa: ANN202
-    return case(*[(CaseFlag.severity == s.value, s.rank) for s in FlagSeverity], else_=0)

@@ -1,11 +1,16 @@
-"""The stalled-case scan (DESIGN.md section 5): raise, escalate and resolve flags.
+"""The stalled-case scan (DESIGN.md section 5): raise and resolve flags.
 
-Set-based, per flag kind: one UPDATE ... FROM ... RETURNING visits the open flags that
-differ from what the rule wants now (a NOT EXISTS probing each flag's case by its primary
-key) and resolves them (cause gone) or moves their severity; then one INSERT ... SELECT
-raises the missing flags. Every comparison is between stored columns and bound values
-(`now`, cutoff dates), so the SQL is the same on SQLite and PostgreSQL and no Python loop
-ever visits a case.
+Set-based, per flag kind: one UPDATE resolves the open flags whose cause is gone (a NOT
+EXISTS probing each flag's case by its primary key); then one INSERT ... SELECT raises the
+missing flags. Every comparison is between stored columns and bound values (`now`, cutoff
+dates), so the SQL is the same on SQLite and PostgreSQL and no Python loop ever visits a
+case.
+
+The scan never escalates a flag. The level of an SLA or patient-clock flag moves with
+time alone, so it is not stored: a flag records its raise (with the level it had then),
+its resolve and its acknowledgement, and readers derive the level now from the case's
+stored dates (`core.flag_levels`, healthchecks' `Check.get_status()`). Rewriting the
+escalated flags was most of a day's scan at a million cases (~145,000 rows a day).
 
 Incremental (issue 8). A rule's outcome for a case is a function of a few stored case
 columns and of the scan's context (`now`, the patient-clock cutoff dates, each state's
@@ -23,11 +28,12 @@ a. the case's columns: every write of a rule input (state, hold, deadlines, outc
    the next scan; SQLite: the scan holds the write lock throughout);
 b. the context: the previous successful scan stores its context on its JobRun
    (`job_run.context`). A stored threshold can only change its comparison if it lies
-   between the old and the new value of what it is compared with: SLA `due_soon_at`,
-   `due_at`, `escalate_at` between the two `now`s; `biopsy_date` between the two cutoff
-   dates of each patient-clock level; `planned_treatment_start` between a state's two
-   risk cutoffs (which move with today and with the expected remaining days). Each is one
-   index range over the open cases, unioned into a temporary work list with (a);
+   between the old and the new value of what it is compared with, and only the
+   thresholds that raise a flag count (the later levels are derived, not stored): SLA
+   `due_soon_at` between the two `now`s; `biopsy_date` between the two amber cutoff
+   dates; `planned_treatment_start` between a state's two risk cutoffs (which move with
+   today and with the expected remaining days). Each is one index range over the open
+   cases, unioned into a temporary work list with (a);
 c. a full scan - every open flag and every open case, the statements above without the
    work list - when there is no usable previous context: the first scan, an older
    context format, or a changed unreachable threshold (no index on the count).
@@ -36,12 +42,13 @@ Facts that change every day are not stored: a deadline-risk flag keeps the short
 had when it was raised (today's is `clocks.deadline_shortfall` from the case). The stage
 medians behind the expected remaining days come from the nightly recompute job (stored
 on its JobRun and carried forward on each scan's); a scan computes them from history only
-when none are stored or they are over a week old. `cases.flag_rank` (the worst open
-non-SLA flag's rank, for the triage queue) is set for every case the scan looked at. SLA
-flags are left out of it on purpose: the queue reads the SLA level from the stored
-deadlines at its own `now` (never staler than a flag), and SLA escalations are most of
-a day's changes - keeping them in the rank rewrote ~100,000 wide case rows (and the
-triage index) per day at a million cases, half the scan's time.
+when none are stored or they are over a week old. `cases.flag_rank` (the worst open flag's
+rank among the kinds whose level does not move with time - deadline risk, unreachable -
+for the triage queue) is set for every case written since the last scan or moved across a
+risk cutoff. SLA and patient-clock flags are left out of it on purpose: the queue derives
+their levels from the stored deadlines and biopsy date at its own `now`, and keeping their
+escalations in the rank rewrote ~100,000 wide case rows (and the triage index) per day at
+a million cases.
 
 The whole scan and its JobRun row are one transaction: a scan killed half-way leaves
 nothing behind (its claims included) and the next one does the whole job. Scans are
@@ -85,6 +92,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Float
 from sqlmodel import Session
 
+from core import flag_levels
 from core.config import get_settings
 from core.db import session_scope
 from core.models import DETAIL_MAX, Case, CaseFlag, JobRun
@@ -107,7 +115,9 @@ _PG_SCAN_LOCK = 4_242_004  # transaction-scoped advisory lock serialising scans
 # KiB: 256 MB while a scan runs: a day of changes at 1,000,000 cases (~150,000 flags and
 # case rows) stays in memory instead of spilling to the WAL mid-transaction.
 _SQLITE_SCAN_CACHE = -262144
-CONTEXT_VERSION = 1  # of the JSON on job_run.context; another version means a full scan
+# Of the JSON on job_run.context; another version means a full scan. 2: flag_rank leaves
+# the patient clock out (a full scan rewrites every case's rank once).
+CONTEXT_VERSION = 2
 # Stage medians move slowly (a day adds a few thousandths of the history); the nightly job
 # refreshes them, and a scan recomputes them itself only when that has not happened for
 # this long.
@@ -140,9 +150,7 @@ def _days_between_pg(element, compiler, **kw):  # noqa: ANN001, ANN202
 @dataclass
 class ScanResult:
     raised: int = 0
-    escalated: int = 0
     resolved: int = 0
-    adjusted: int = 0  # severity lowered (a limit was raised)
     examined: int = 0  # cases looked at: every open case on a full scan
     full: bool = False  # no usable previous context: every open case and flag visited
     by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -154,7 +162,7 @@ class ScanResult:
 
     @property
     def changed(self) -> int:
-        return self.raised + self.escalated + self.resolved + self.adjusted
+        return self.raised + self.resolved
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -238,8 +246,9 @@ def _medians_from_json(raw: str | None) -> tuple[dict[str, clocks.StageTime], da
 class Rule:
     kind: FlagKind
     applies: Callable[[ScanContext], ColumnElement[bool]]  # over `cases`
-    severity: Callable[[ScanContext], ColumnElement[str]] | None = None
-    fixed: FlagSeverity | None = None  # kinds with a single severity (at risk, unreachable)
+    # The level stored on a new flag: the level when raised (`core.flag_levels` derives
+    # the level now of the kinds whose level moves with time).
+    severity: Callable[[ScanContext], ColumnElement[str]]
     # Stored on the flag when it is raised (and not kept up to date afterwards).
     shortfall: Callable[[ScanContext], ColumnElement] | None = None
     # An SLA flag belongs to the state it was raised in: leaving the state resolves it
@@ -262,11 +271,7 @@ def _sla_applies(ctx: ScanContext) -> ColumnElement[bool]:
 
 
 def _sla_severity(ctx: ScanContext) -> ColumnElement[str]:
-    return case(
-        (cases.c.escalate_at <= ctx.now, FlagSeverity.ESCALATED.value),
-        (cases.c.due_at <= ctx.now, FlagSeverity.STALLED.value),
-        else_=FlagSeverity.DUE_SOON.value,
-    )
+    return flag_levels.sla_level_sql(cases, ctx.now)  # never NULL where _sla_applies
 
 
 def _patient_applies(ctx: ScanContext) -> ColumnElement[bool]:
@@ -276,12 +281,7 @@ def _patient_applies(ctx: ScanContext) -> ColumnElement[bool]:
 
 
 def _patient_severity(ctx: ScanContext) -> ColumnElement[str]:
-    _, red, critical = ctx.patient_cutoffs
-    return case(
-        (cases.c.biopsy_date <= critical, FlagSeverity.ESCALATED.value),
-        (cases.c.biopsy_date <= red, FlagSeverity.STALLED.value),
-        else_=FlagSeverity.DUE_SOON.value,
-    )
+    return flag_levels.patient_level_sql(cases, ctx.patient_cutoffs)  # as above
 
 
 def _risk_cutoff(ctx: ScanContext) -> ColumnElement:
@@ -309,17 +309,19 @@ def _unreachable_applies(ctx: ScanContext) -> ColumnElement[bool]:
     return and_(_OPEN_CASE, cases.c.failed_contacts >= ctx.unreachable_attempts)
 
 
+def _stalled(ctx: ScanContext) -> ColumnElement[str]:
+    return literal(FlagSeverity.STALLED.value)
+
+
 RULES: tuple[Rule, ...] = (
     Rule(FlagKind.SLA, _sla_applies, _sla_severity, per_state=True, moved="sla"),
     Rule(FlagKind.PATIENT_CLOCK, _patient_applies, _patient_severity, moved="patient"),
-    Rule(FlagKind.DEADLINE_RISK, _risk_applies, fixed=FlagSeverity.STALLED,
-         shortfall=_risk_shortfall, moved="risk"),
-    Rule(FlagKind.UNREACHABLE, _unreachable_applies, fixed=FlagSeverity.STALLED),
+    Rule(FlagKind.DEADLINE_RISK, _risk_applies, _stalled, shortfall=_risk_shortfall,
+         moved="risk"),
+    Rule(FlagKind.UNREACHABLE, _unreachable_applies, _stalled),
 )
-
-
-def _rank(severity: ColumnElement[str]) -> ColumnElement[int]:
-    return case(*[(severity == s.value, s.rank) for s in FlagSeverity], else_=0)
+# The kinds cases.flag_rank is kept for: their level never moves with time.
+_RANKED_KINDS = [k.value for k in FlagKind if k.value not in flag_levels.TIME_DRIVEN]
 
 
 # --- the work list of an incremental scan ----------------------------------------------
@@ -353,19 +355,16 @@ def _moved_by_time(ctx: ScanContext, prev: PreviousScan) -> list:
     index range over the open cases (its WHERE repeats the partial index's)."""
     parts = []
     sla, patient, risk = (_because(cases.c.id, r) for r in ("sla", "patient", "risk"))
-    if prev.now != ctx.now:
-        for column, index_where in [
-            (cases.c.due_soon_at, cases.c.due_soon_at.is_not(None)),  # ix_cases_scan_sla
-            (cases.c.due_at, true()),  # ix_cases_open_due
-            (cases.c.escalate_at, cases.c.escalate_at.is_not(None)),  # ix_cases_scan_escalate
-        ]:
-            parts.append(select(*sla).where(_OPEN_CASE, index_where,
-                                            _between(column, prev.now, ctx.now)))
-    for old, new in zip(prev.patient_cutoffs, ctx.patient_cutoffs, strict=True):
-        if old != new:  # ix_cases_scan_patient
-            parts.append(select(*patient).where(
-                _OPEN_CASE, _OUTCOME_PENDING, cases.c.biopsy_date.is_not(None),
-                _between(cases.c.biopsy_date, old, new)))
+    # Only the first level of each time-driven kind raises a flag (or, with time going
+    # back, resolves one); the later levels are derived when read, nothing to write.
+    if prev.now != ctx.now:  # ix_cases_scan_sla
+        parts.append(select(*sla).where(_OPEN_CASE, cases.c.due_soon_at.is_not(None),
+                                        _between(cases.c.due_soon_at, prev.now, ctx.now)))
+    old, new = prev.patient_cutoffs[0], ctx.patient_cutoffs[0]  # amber
+    if old != new:  # ix_cases_scan_patient
+        parts.append(select(*patient).where(
+            _OPEN_CASE, _OUTCOME_PENDING, cases.c.biopsy_date.is_not(None),
+            _between(cases.c.biopsy_date, old, new)))
     for state, new in ctx.risk_cutoffs.items():
         old = prev.risk_cutoffs.get(state)
         if old is None:
@@ -398,6 +397,10 @@ def _fill_work_list(session: Session, ctx: ScanContext, prev: PreviousScan) -> i
                    .returning(cases.c.id).cte("claimed"))
         conn.execute(insert(_touched).from_select(
             columns, listed(_because(claimed.c.id, "dirty"))))
+        # autovacuum never analyzes a temporary table: without statistics the planner
+        # guesses its size and can pick a plan that visits every open flag per listed
+        # case (the deadline-risk UPDATE ran for minutes at 1M, issue 8).
+        conn.exec_driver_sql(f"ANALYZE {_touched.name}")
     else:
         # SQLite: this transaction holds the write lock, nobody writes in between.
         dirty = select(*_because(cases.c.id, "dirty")).where(_DIRTY).subquery()
@@ -411,7 +414,8 @@ def _fill_work_list(session: Session, ctx: ScanContext, prev: PreviousScan) -> i
 
 def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int]:
     """Bring one kind's open flags in line with the rule: for the cases on the work list
-    (incremental), or for every case (a full scan)."""
+    (incremental), or for every case (a full scan). Raises and resolves only: a flag's
+    level is never rewritten (see the module docstring)."""
     only = None
     if ctx.incremental:
         why = _touched.c.dirty == 1
@@ -421,53 +425,24 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
     kind = rule.kind.value
     now = literal(ctx.now, flags.c.raised_at.type)
     applies = rule.applies(ctx)
-    severity = (literal(rule.fixed.value) if rule.fixed is not None
-                else rule.severity(ctx))  # type: ignore[misc]
     open_of_kind = and_(flags.c.resolved_at.is_(None), flags.c.kind == kind)
-    cause = [applies]
-    if rule.per_state:
-        cause.append(cases.c.state == flags.c.state)
-    # CASE ... = 1 rather than the bare condition: a comparison with a NULL column is
-    # NULL, and NOT NULL would leave a flag whose cause is gone unresolved.
-    still = case((and_(*cause), 1), else_=0) == 1
 
-    # 1. one pass over the open flags of this kind: resolve those whose cause is gone
-    #    (state moved, hold started, record arrived, contact made, closed, outcome
-    #    recorded...), move the severity of the others where it changed. RETURNING tells
-    #    the three apart without another pass; when nothing changed it returns nothing.
-    values: dict = {"resolved_at": case((still, null()), else_=now)}
-    if rule.fixed is None:
-        values["severity"] = case((still, severity), else_=flags.c.severity)
-        # escalated_at marks a move up; a move down (a limit was raised) keeps it
-        values["escalated_at"] = case(
-            (and_(still, _rank(severity) > _rank(flags.c.severity)), now),
-            else_=flags.c.escalated_at)
-    # Which open flags differ from what the rule wants now; only those join their case.
-    f = flags.alias("f")
-    want = [cases.c.id, severity]
-    have = [f.c.case_id, f.c.severity]
-    if rule.per_state:
-        want.append(cases.c.state)
-        have.append(f.c.state)
-    # NOT EXISTS, not a row-value NOT IN: SQLite cannot prove the CASE column non-NULL,
-    # so NOT IN rescanned the whole list for every flag that missed - 15 s of CPU at
-    # 100,000 cases, quadratic beyond (issue 8). Each flag now probes its own case by
-    # primary key; correlate(f) keeps `cases` inside the subquery.
-    differs = ~exists().where(applies, *[w == h for w, h in zip(want, have, strict=True)]) \
-        .correlate(f)
-    scope = [] if only is None else [f.c.case_id.in_(only)]
-    differing = select(f.c.id).where(*scope, f.c.resolved_at.is_(None), f.c.kind == kind,
-                                     differs)
-    rows = session.execute(
+    # 1. resolve the open flags whose cause is gone (state moved, hold started, record
+    #    arrived, contact made, closed, outcome recorded...): each flag probes its own
+    #    case by primary key (NOT EXISTS; a row-value NOT IN rescanned a whole list per
+    #    flag on SQLite, issue 8). No join in the UPDATE itself: nothing is copied from
+    #    the case, so both databases plan it as a scan of the open flags of the kind (on
+    #    the work list's cases) with one probe each.
+    cause = [applies, cases.c.id == flags.c.case_id]
+    if rule.per_state:  # an SLA flag belongs to the state it was raised in
+        cause.append(cases.c.state == flags.c.state)
+    scope = [] if only is None else [flags.c.case_id.in_(only)]
+    resolved = session.execute(
         update(flags)
-        .where(flags.c.id.in_(differing), cases.c.id == flags.c.case_id)
-        .values(**values)
-        .returning(flags.c.resolved_at, flags.c.escalated_at)
-    ).all()
-    resolved = sum(1 for gone, _ in rows if gone is not None)
-    escalated = sum(1 for gone, up in rows
-                    if gone is None and up is not None and as_utc(up) == ctx.now)
-    adjusted = len(rows) - resolved - escalated
+        .where(open_of_kind, *scope, ~exists().where(*cause).correlate(flags))
+        .values(resolved_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount or 0
 
     # 2. raise new flags where none is open.
     if only is None:
@@ -479,12 +454,11 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
         qualifying = session.execute(
             select(func.count()).select_from(cases).where(applies)).scalar_one()
         if qualifying <= open_flags:
-            return {"raised": 0, "escalated": escalated, "resolved": resolved,
-                    "adjusted": adjusted}
+            return {"raised": 0, "resolved": resolved}
     has_open = exists().where(flags.c.case_id == cases.c.id, flags.c.kind == kind,
                               flags.c.resolved_at.is_(None))
     columns = ["case_id", "kind", "severity", "state", "raised_at"]
-    values_ = [cases.c.id, literal(kind), severity, cases.c.state, now]
+    values_ = [cases.c.id, literal(kind), rule.severity(ctx), cases.c.state, now]
     if rule.shortfall is not None:
         columns.append("shortfall_days")
         values_.append(rule.shortfall(ctx))
@@ -496,31 +470,34 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
         # an INSERT's cursor is closed before .rowcount is read unless asked to keep it
         .execution_options(preserve_rowcount=True)
     ).rowcount or 0
-    return {"raised": raised, "escalated": escalated, "resolved": resolved,
-            "adjusted": adjusted}
+    return {"raised": raised, "resolved": resolved}
 
 
 def _update_flag_rank(session: Session, only: Table | None) -> None:
-    """cases.flag_rank = the worst open non-SLA flag's rank (0 without one), written only
-    where it differs: for the work list, or for every case on a full scan."""
-    open_flag = and_(flags.c.resolved_at.is_(None), flags.c.kind != FlagKind.SLA.value)
+    """cases.flag_rank = the worst open flag's rank among _RANKED_KINDS (0 without one),
+    written only where it differs: for the work list's cases written since the last scan
+    or moved across a risk cutoff (the only ones whose such flags can have changed), or
+    for every case on a full scan."""
+    open_flag = and_(flags.c.resolved_at.is_(None), flags.c.kind.in_(_RANKED_KINDS))
+    rank = func.max(flag_levels.rank_sql(flags.c.severity))
     if only is not None:
         # The new ranks first (one probe of the open-flag index per case), then one
         # UPDATE in id order that rewrites only the case rows whose rank moved.
         conn = session.connection()
         _ranks.create(conn)
+        listed = select(only.c.case_id).where(or_(only.c.dirty == 1, only.c.risk == 1)) \
+            .subquery()
         conn.execute(insert(_ranks).from_select(["case_id", "r"], select(
-            only.c.case_id,
-            func.coalesce(func.max(_rank(flags.c.severity)), 0))
-            .select_from(only.outerjoin(flags, and_(flags.c.case_id == only.c.case_id,
-                                                    open_flag)))
-            .group_by(only.c.case_id)))
+            listed.c.case_id, func.coalesce(rank, 0))
+            .select_from(listed.outerjoin(flags, and_(flags.c.case_id == listed.c.case_id,
+                                                      open_flag)))
+            .group_by(listed.c.case_id)))
         session.execute(update(cases)
                         .where(cases.c.id == _ranks.c.case_id, cases.c.flag_rank != _ranks.c.r)
                         .values(flag_rank=_ranks.c.r))
         _ranks.drop(conn)
         return
-    w = (select(flags.c.case_id, func.max(_rank(flags.c.severity)).label("r"))
+    w = (select(flags.c.case_id, rank.label("r"))
          .where(open_flag).group_by(flags.c.case_id).subquery())
     session.execute(update(cases).where(cases.c.id == w.c.case_id, cases.c.flag_rank != w.c.r)
                     .values(flag_rank=w.c.r))
@@ -599,9 +576,7 @@ def scan_session(session: Session, *, now: datetime, settings=None,  # noqa: ANN
             counts = _sweep_kind(session, rule, ctx)
             result.by_kind[rule.kind.value] = counts
             result.raised += counts["raised"]
-            result.escalated += counts["escalated"]
             result.resolved += counts["resolved"]
-            result.adjusted += counts["adjusted"]
         _update_flag_rank(session, only)
     if only is not None:
         _touched.drop(session.connection())  # a rollback drops it too (transactional DDL)
@@ -645,7 +620,7 @@ def run_scan(
             result.seconds = time.perf_counter() - started
             run.status = JobStatus.OK.value
             run.finished_at = _finished(now, result.seconds)
-            run.raised, run.escalated = result.raised, result.escalated
+            run.raised = result.raised
             run.resolved, run.examined = result.resolved, result.examined
             run.context = result.context
             session.flush()

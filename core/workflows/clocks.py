@@ -298,14 +298,21 @@ def sla_status(case: Case, now: datetime) -> SlaStatus:
     start = as_utc(case.state_entered_at) + timedelta(seconds=case.paused_seconds or 0)
     span = (due_at - start).total_seconds()
     fraction = (now - start).total_seconds() / span if span > 0 else None
-    severity: FlagSeverity | None = None
-    if case.escalate_at is not None and now >= as_utc(case.escalate_at):
-        severity = FlagSeverity.ESCALATED
-    elif now >= due_at:
-        severity = FlagSeverity.STALLED
-    elif case.due_soon_at is not None and now >= as_utc(case.due_soon_at):
-        severity = FlagSeverity.DUE_SOON
+    severity = sla_level(case.due_soon_at, case.due_at, case.escalate_at, now)
     return SlaStatus(severity, fraction, due_at, running=True)
+
+
+def sla_level(due_soon_at: datetime | None, due_at: datetime | None,
+              escalate_at: datetime | None, now: datetime) -> FlagSeverity | None:
+    """The SLA level the stored deadlines give at `now` (None: not due soon yet, or the
+    clock is not running - the deadlines are NULL then). `core.flag_levels` has the same
+    rule in SQL."""
+    now = as_utc(now)
+    for at, level in ((escalate_at, FlagSeverity.ESCALATED), (due_at, FlagSeverity.STALLED),
+                      (due_soon_at, FlagSeverity.DUE_SOON)):
+        if at is not None and now >= as_utc(at):
+            return level
+    return None
 
 
 def recompute_all_deadlines(

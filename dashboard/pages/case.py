@@ -130,10 +130,10 @@ with g3:
 
 if d.flags:
     st.subheader("Open flags")
-    for f in d.flags:
+    for f, level in d.flags:  # level: now, derived from the case (core.flag_levels)
         fc1, fc2, fc3 = st.columns([3, 4, 1])
         with fc1:
-            ui.level_badge(f"{ui.label(f.kind)}: {ui.label(f.severity)}", f.severity)
+            ui.level_badge(f"{ui.label(f.kind)}: {ui.label(level.value)}", level.value)
         if f.acknowledged_at:
             fc2.caption(ui.safe(f"Acknowledged {ui.human(f.acknowledged_at, now)}: "
                                 f"{f.ack_note}"))

@@ -4,7 +4,8 @@ A seeded random run of writes (workflow operations, direct edits of the rule inp
 limit changes, new history, contact attempts) and clock moves, on SQLite and PostgreSQL.
 After every incremental scan a full scan at the same `now` runs in a transaction that is
 rolled back; both must leave the same open flags (case, kind, severity, state) and the
-same `cases.flag_rank`.
+same `cases.flag_rank`. And the level of every open flag now, derived from its case
+(`core.flag_levels`), must be the same in SQL and in Python.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlmodel import Session
 from core.actor import Actor
 from core.db import session_scope
 from core.errors import CaseDeskError
+from core.flag_levels import Moment, current_severity, current_severity_sql
 from core.models import Case, CaseEvent, CaseFlag, SlaRule
 from core.scan import run_recompute, run_scan, scan_session
 from core.vocab import FUNNEL, ContactOutcome, TreatmentStatus
@@ -38,6 +40,25 @@ def flag_state(session: Session) -> tuple[set, dict]:
         select(CaseFlag).where(CaseFlag.resolved_at.is_(None))).scalars()}
     ranks = dict(session.execute(select(Case.id, Case.flag_rank)).all())
     return open_flags, ranks
+
+
+def levels_now(session: Session, now) -> dict[int, str]:  # noqa: ANN001
+    """Each open flag's level now, derived in SQL; asserted equal to the Python rule."""
+    f, c = CaseFlag.__table__, Case.__table__
+    moment = Moment.at(now)
+    rows = session.execute(select(f, c.c.state.label("case_state"), c.c.due_soon_at,
+                                  c.c.due_at, c.c.escalate_at, c.c.biopsy_date,
+                                  current_severity_sql(f, c, moment).label("level"))
+                           .join(c, c.c.id == f.c.case_id)
+                           .where(f.c.resolved_at.is_(None))).all()
+    levels = {}
+    for r in rows:
+        case = r._mapping
+        in_python = current_severity(
+            r, type("CaseRow", (), {**case, "state": case["case_state"]}), moment)
+        assert in_python.value == r.level, (r.kind, r.severity, r.level, in_python)
+        levels[r.id] = r.level
+    return levels
 
 
 def full_scan_state(engine, now) -> tuple[set, dict]:  # noqa: ANN001
@@ -162,6 +183,8 @@ def test_incremental_scan_leaves_what_a_full_scan_would(engine, now, seed):
         incremental += not result.full
         with session_scope(engine) as session:
             got = flag_state(session)
+            levels_now(session, now)
+            levels_now(session, now + rng.choice(CLOCK_STEPS))  # and as time moves on
         expected = full_scan_state(engine, now)
         assert got[0] == expected[0], f"open flags differ at {now}"
         assert got[1] == expected[1], f"flag_rank differs at {now}"

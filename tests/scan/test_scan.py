@@ -1,5 +1,6 @@
-"""The set-based scan on SQLite and PostgreSQL: raise, escalate, resolve, idempotence,
-acknowledgement and the "last scan" summary. `now` is passed in everywhere."""
+"""The set-based scan on SQLite and PostgreSQL: raise, resolve, idempotence, the levels
+derived at read time, acknowledgement and the "last scan" summary. `now` is passed in
+everywhere."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from sqlmodel import Session
 
 from core.db import session_scope
 from core.errors import PermissionDenied, ValidationError
-from core.models import AuditEntry, Case, CaseEvent, CaseFlag, ContactAttempt, JobRun
+from core.flag_levels import Moment, current_severity
+from core.models import AuditEntry, Case, CaseEvent, CaseFlag, ContactAttempt, JobRun, SlaRule
 from core.scan import acknowledge_flag, run_recompute, run_scan, scan_summary
 from core.vocab import FUNNEL
 from core.workflows.clocks import (
@@ -33,9 +35,15 @@ def open_flags(session: Session, case_id: int | None = None) -> dict[tuple[int, 
     return {(f.case_id, f.kind): f for f in session.execute(q).scalars()}
 
 
-def severity(session: Session, case_id: int, kind: str) -> str | None:
+def severity(session: Session, case_id: int, kind: str, now=None) -> str | None:  # noqa: ANN001
+    """The open flag's stored severity (the level when raised), or with `now` its level
+    now, derived from the case."""
     flag = open_flags(session, case_id).get((case_id, kind))
-    return flag.severity if flag else None
+    if flag is None:
+        return None
+    if now is None:
+        return flag.severity
+    return current_severity(flag, session.get(Case, case_id), Moment.at(now)).value
 
 
 def set_case(session: Session, case: Case, **fields) -> None:
@@ -68,24 +76,56 @@ def test_scan_raises_sla_flags_at_every_boundary_of_every_state(engine, now):
     assert result.raised == sum(1 for v in expected.values() if v)
 
 
-def test_flags_escalate_as_time_passes_and_only_upwards(engine, now):
+def test_a_flag_level_moves_with_time_while_the_scan_writes_nothing(engine, now):
+    # The level of an SLA or patient-clock flag is derived when read (core.flag_levels):
+    # the scan raises the flag once and never rewrites it as time passes (issue 8).
     with session_scope(engine) as session:
         team = make_team(session, now=now)
         case = make_case(session, now=now, team=team, state="referral", days_in_state=6,
-                         biopsy_days_ago=None)  # 7-day limit: due soon from 5.25 days
+                         biopsy_days_ago=40)  # 7-day limit: due soon from 5.25 days
     r1 = run_scan(engine, now=now)
-    assert (r1.raised, r1.escalated) == (1, 0)
-    r2 = run_scan(engine, now=now + timedelta(days=1))
-    assert (r2.raised, r2.escalated, r2.resolved) == (0, 1, 0)
-    r3 = run_scan(engine, now=now + timedelta(days=5))
-    assert r3.escalated == 1
+    assert r1.raised == 2
     with session_scope(engine) as session:
-        flag = open_flags(session, case.id)[(case.id, "sla")]
-        assert flag.severity == "escalated"
-        assert flag.escalated_at == now + timedelta(days=5)
-        assert flag.raised_at == now
-        total = session.execute(select(func.count()).select_from(CaseFlag)).scalar_one()
-        assert total == 1  # the same flag moved up, no new rows
+        before = [f.model_dump() for f in session.execute(
+            select(CaseFlag).order_by(CaseFlag.id)).scalars()]
+    for days, sla, patient in [(0, "due_soon", "due_soon"), (1, "stalled", "due_soon"),
+                               (5, "escalated", "stalled"), (20, "escalated", "escalated")]:
+        later = now + timedelta(days=days)
+        assert run_scan(engine, now=later).changed == 0
+        with session_scope(engine) as session:
+            assert severity(session, case.id, "sla", later) == sla
+            assert severity(session, case.id, "patient_clock", later) == patient
+            # ... while the stored rows keep the level they were raised with
+            assert [f.model_dump() for f in session.execute(
+                select(CaseFlag).order_by(CaseFlag.id)).scalars()] == before
+    assert {f["severity"] for f in before} == {"due_soon"}
+
+
+def test_a_raised_limit_lowers_the_level_shown_at_once(engine, now):
+    with session_scope(engine) as session:
+        case = make_case(session, now=now, team=make_team(session, now=now), state="referral",
+                         days_in_state=8, biopsy_days_ago=None)  # 7 days: stalled
+    run_scan(engine, now=now)
+    with session_scope(engine) as session:
+        assert severity(session, case.id, "sla", now) == "stalled"
+        session.get(SlaRule, "referral").limit_days = 10  # 8 of 10 days: due soon
+    run_recompute(engine, now=now)
+    with session_scope(engine) as session:
+        assert severity(session, case.id, "sla", now) == "due_soon"
+    assert run_scan(engine, now=now).changed == 0  # still due soon: the flag stays open
+
+
+def test_a_flag_whose_cause_is_gone_shows_its_raised_level_until_the_scan_resolves_it(
+        engine, now):
+    with session_scope(engine) as session:
+        case = make_case(session, now=now, team=make_team(session, now=now), state="referral",
+                         days_in_state=8, biopsy_days_ago=None)
+    run_scan(engine, now=now + timedelta(days=3))  # raised at escalated
+    with session_scope(engine) as session:
+        set_case(session, session.get(Case, case.id), on_hold=True, hold_started_at=now,
+                 hold_reason="waiting on slides")
+        assert severity(session, case.id, "sla", now) == "escalated"
+    assert run_scan(engine, now=now + timedelta(days=3)).resolved == 1
 
 
 def test_second_scan_with_nothing_changed_changes_nothing(engine, now):
@@ -297,6 +337,9 @@ def test_scan_summary_says_when_the_last_scan_ran_and_how_many_are_stalled(engin
         assert summary.describe() == "last scan: 3 min ago, 2 stalled"
         assert summary.due_soon_cases == 1
         assert scan_summary(session, now=now, team_id=team.id).stalled_cases == 1
+        # a day later the due-soon flag is stalled: the counts are of the levels now
+        later = scan_summary(session, now=now + timedelta(days=1))
+        assert (later.stalled_cases, later.due_soon_cases) == (3, 0)
 
 
 def test_failed_scan_writes_nothing_but_a_failed_job_run(engine, now, monkeypatch):
@@ -341,3 +384,20 @@ def test_stale_deadline_on_a_held_case_raises_nothing(engine, now):
                          days_in_state=8, biopsy_days_ago=None)
         session.execute(update(Case).where(Case.id == case.id).values(on_hold=True))
     assert run_scan(engine, now=now).raised == 0
+
+
+def test_case_page_shows_each_flag_at_its_level_now_worst_first(engine, now):
+    from core.queries.case_detail import case_detail
+
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        user = make_user(session, now=now, team=team)
+        case = make_case(session, now=now, team=team, assignee=user, state="referral",
+                         days_in_state=6, biopsy_days_ago=46)
+    run_scan(engine, now=now)
+    for later, shown in [(now, [("patient_clock", "stalled"), ("sla", "due_soon")]),
+                         (now + timedelta(days=5),  # 11 of 7 days; 51 days since biopsy
+                          [("sla", "escalated"), ("patient_clock", "stalled")])]:
+        with session_scope(engine) as session:
+            d = case_detail(session, case_id=case.id, actor=actor_for(user), now=later)
+            assert [(f.kind, level.value) for f, level in d.flags] == shown
