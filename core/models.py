@@ -165,13 +165,15 @@ class Case(SQLModel, table=True):
               postgresql_where=text("state <> 'closed'")),
         Index("ix_cases_team_state", "team_id", "state"),
         Index("ix_cases_assignee_state", "assignee_id", "state"),
-        # The triage queue (core/queries/triage.py, migration 0006): every column of its
-        # sort key (rank from flag_rank and the deadlines, deadline, biopsy date, id), of
-        # its scope, of its state filter and of the headline's counts, so a scope's open
-        # cases are ranked, sorted and counted from this index alone and only one page of
-        # wide case rows is read.
+        # The triage queue (core/queries/triage.py, migrations 0006 and 0009): every
+        # column of its sort key (rank from flag_rank, the deadlines and the patient clock
+        # - biopsy date, outcome recorded -, deadline, biopsy date, id), of its scope, of
+        # its state filter and of the headline's counts, so a scope's open cases are
+        # ranked, sorted and counted from this index alone and only one page of wide case
+        # rows is read.
         Index("ix_cases_triage", "team_id", "assignee_id", "flag_rank", "escalate_at",
-              "due_at", "due_soon_at", "biopsy_date", "state", "appointment_at", "id",
+              "due_at", "due_soon_at", "biopsy_date", "outcome_recorded_at", "state",
+              "appointment_at", "id",
               sqlite_where=text("state <> 'closed'"),
               postgresql_where=text("state <> 'closed'")),
         # The funnel: a team's cohort (by assessment time) counted by furthest stage,

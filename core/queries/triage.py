@@ -1,19 +1,24 @@
 """The triage queue and its headline numbers (DESIGN.md sections 1, 2 and 5): SQL only.
 
 Order, most urgent first:
-1. severity rank: the worst of the case's open flags other than SLA ones
-   (`cases.flag_rank`, stored by the scan, the only writer of flags) and the SLA level
-   its stored deadlines give at `now` (read here, not from the SLA flags, so a case is
-   not ranked low just because the scan has not run since its deadline passed):
-   escalated 3, stalled 2, due soon 1, none 0;
+1. severity rank, the worst of: the case's open flags whose level does not move with
+   time (deadline risk, unreachable: `cases.flag_rank`, stored by the scan, the only
+   writer of flags); the SLA level its stored deadlines give at `now`; the patient-clock
+   level its biopsy date gives today (while the outcome is not recorded). The two
+   time-driven levels are derived here, never read from their flag rows (which keep the
+   level they were raised at, `core.flag_levels`), so a case is not ranked low just
+   because the scan has not run since a threshold passed: escalated 3, stalled 2, due
+   soon 1, none 0. The flags listed on a row show the same current levels;
 2. how far past the limit: the stored `due_at`, earliest first (on hold: last);
 3. the patient clock: the biopsy date, oldest first; then the case id.
 
 Paging is keyset on that key (never OFFSET), the team restriction is inside the SQL
 (`core.permissions.team_filter`), and only one page of rows is ever loaded: the scope's
 open cases are ranked and sorted from the covering index ix_cases_triage, then the wide
-rows of that one page are read. The *why* and the *next action* are then written for
-those rows with three small IN queries.
+rows of that one page are read, in the same statement with what the *why* and the *next
+action* need (correlated subqueries for those rows only). The statement is compiled once
+per shape and run with `exec_driver_sql`: at a million cases SQLAlchemy's per-execution
+work and its Row objects cost more than the SQL.
 
 Search matches the patient's normalised name (`patient.search_name`, built with
 `core.validation.search_key`) or record number; `%`, `_` and `\\` in the search text are
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import namedtuple
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -31,11 +37,15 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
+    Dialect,
     Select,
     and_,
     bindparam,
     func,
     literal,
+    literal_column,
+    null,
     or_,
     select,
     true,
@@ -47,6 +57,7 @@ from sqlmodel import Session
 from core import audit
 from core.actor import Actor
 from core.errors import ValidationError
+from core.flag_levels import Moment
 from core.models import (
     Case,
     CaseFlag,
@@ -61,7 +72,6 @@ from core.timeutil import as_utc
 from core.validation import clean_text, search_key
 from core.vocab import (
     CaseState,
-    ContactOutcome,
     FlagKind,
     FlagSeverity,
     RecordKind,
@@ -70,7 +80,7 @@ from core.vocab import (
     Requirement,
     Role,
 )
-from core.workflows.clocks import load_limits
+from core.workflows.clocks import limits_column, limits_from_text
 
 # Core tables, not ORM entities: the queue runs on every rerun of My day, and building
 # and executing ORM-enabled statements cost more than the SQL itself.
@@ -176,6 +186,8 @@ class Headline:
 
 
 def _sla_rank_expr(now: ColumnElement[datetime]) -> ColumnElement[int]:
+    """The SLA level's rank its stored deadlines give at `now` (0 before due soon, and
+    while the clock is not running: the deadlines are NULL then)."""
     return sql_case(
         (_cases.c.escalate_at <= now, FlagSeverity.ESCALATED.rank),
         (_cases.c.due_at <= now, FlagSeverity.STALLED.rank),
@@ -184,12 +196,38 @@ def _sla_rank_expr(now: ColumnElement[datetime]) -> ColumnElement[int]:
     )
 
 
+def _patient_rank_expr() -> ColumnElement[int]:
+    """The patient clock's rank at today's cutoff dates (bound as `amber`, `red` and
+    `critical`: a biopsy on or before them), where the clock applies: an open case (the
+    queue reads no other) whose outcome is not recorded, with a biopsy date (NULL compares
+    false). The same rule as `clocks.patient_clock_level` and the scan's."""
+    c = _cases.c
+    day = c.biopsy_date.type
+    return sql_case(
+        (c.outcome_recorded_at.is_not(None), 0),
+        (c.biopsy_date <= bindparam("critical", type_=day), FlagSeverity.ESCALATED.rank),
+        (c.biopsy_date <= bindparam("red", type_=day), FlagSeverity.STALLED.rank),
+        (c.biopsy_date <= bindparam("amber", type_=day), FlagSeverity.DUE_SOON.rank),
+        else_=0,
+    )
+
+
 def _rank_expr(now: ColumnElement[datetime], dialect: str) -> ColumnElement[int]:
-    """The stored worst open non-SLA flag (`cases.flag_rank`, kept by the scan) or the SLA
-    level the stored deadlines give at `now`, whichever is worse: a deadline that passed
-    since the last scan ranks the case up at once. Both read from ix_cases_triage."""
+    """The worst of: the stored rank of the open flags whose level does not move with time
+    (`cases.flag_rank`, kept by the scan), the SLA level the stored deadlines give at
+    `now` and the patient-clock level the biopsy date gives today. The two time-driven
+    levels are derived here, never read from their flags, so a deadline or a patient-clock
+    threshold passed since the last scan ranks the case up at once. Every input is in
+    ix_cases_triage."""
     greatest = func.max if dialect == "sqlite" else func.greatest  # scalar max on SQLite
-    return greatest(_cases.c.flag_rank, _sla_rank_expr(now))
+    return greatest(_cases.c.flag_rank, _sla_rank_expr(now), _patient_rank_expr())
+
+
+def _patient_cutoffs(now: datetime) -> dict[str, date]:
+    """The `amber`, `red` and `critical` parameters: the service's today minus the
+    configured days, as the scan and the case page compute them."""
+    amber, red, critical = Moment.at(now).patient_cutoffs
+    return {"amber": amber, "red": red, "critical": critical}
 
 
 def like_pattern(text: str) -> str:
@@ -210,7 +248,7 @@ class _Shape:
     role: Role  # with team: the reach `team_filter` gives
     team: int | None
     team_filter: bool
-    states: bool
+    states: int  # how many states the filter names (0: every open state)
     assignee: str | None  # "id", "unassigned" or None (anyone)
     flag: str | None  # None, "any" or a FlagKind value
     search: bool
@@ -226,11 +264,12 @@ def _filter_args(actor: Actor, filters: TriageFilters) -> tuple[_Shape, dict[str
         # queue that reads as "no work" (issue 7: forbidden cells are refused).
         require(actor, Action.VIEW_QUEUE, filters.team_id)
         params["team"] = filters.team_id
-    if filters.states:
-        bad = [s for s in filters.states if s not in {c.value for c in CaseState}]
-        if bad:
-            raise ValidationError(f"Unknown state: {', '.join(bad)}.")
-        params["states"] = list(filters.states)
+    states = list(dict.fromkeys(filters.states))
+    bad = [s for s in states if s not in {c.value for c in CaseState}]
+    if bad:
+        raise ValidationError(f"Unknown state: {', '.join(bad)}.")
+    # One parameter per state named, not an expanding IN: the statement is compiled once.
+    params.update({f"state{i}": s for i, s in enumerate(states)})
     assignee = None
     if filters.assignee == Assignee.ME:
         assignee, params["assignee"] = "id", actor.user_id
@@ -246,13 +285,14 @@ def _filter_args(actor: Actor, filters: TriageFilters) -> tuple[_Shape, dict[str
         params["pattern_name"] = like_pattern(search_key(term))
         params["pattern_mrn"] = like_pattern(term.upper())
     shape = _Shape(role=actor.role, team=actor.team_id,
-                   team_filter=filters.team_id is not None, states=bool(filters.states),
+                   team_filter=filters.team_id is not None, states=len(states),
                    assignee=assignee, flag=flag, search=bool(term), after=False)
     return shape, params
 
 
 def _where(shape: _Shape) -> list[ColumnElement]:
-    """The WHERE of a shape, with bound parameters (`now` and the filter values)."""
+    """The WHERE of a shape, with bound parameters (`now`, the patient-clock cutoffs and
+    the filter values)."""
     c = _cases.c
     now = bindparam("now", type_=c.due_at.type)
     # team_filter decides from the role and the actor's team alone, both in the shape.
@@ -262,19 +302,26 @@ def _where(shape: _Shape) -> list[ColumnElement]:
     if shape.team_filter:
         conds.append(c.team_id == bindparam("team"))
     if shape.states:
-        conds.append(c.state.in_(bindparam("states", expanding=True)))
+        conds.append(c.state.in_([bindparam(f"state{i}") for i in range(shape.states)]))
     if shape.assignee == "id":
         conds.append(c.assignee_id == bindparam("assignee"))
     elif shape.assignee == "unassigned":
         conds.append(c.assignee_id.is_(None))
     if shape.flag:
+        # An SLA or patient-clock flag is there as soon as the case's dates say so, even
+        # before the scan has raised its row.
         open_flag = and_(_flags.c.case_id == c.id, _flags.c.resolved_at.is_(None))
+        sla_now = c.due_soon_at <= now
+        patient_now = _patient_rank_expr() > 0
         if shape.flag == "any":
-            conds.append(or_(select(literal(1)).where(open_flag).exists(), c.due_at <= now))
+            conds.append(or_(select(literal(1)).where(open_flag).exists(), sla_now,
+                             patient_now))
         else:
             cond = select(literal(1)).where(open_flag, _flags.c.kind == shape.flag).exists()
             if shape.flag == FlagKind.SLA.value:
-                cond = or_(cond, c.due_at <= now)
+                cond = or_(cond, sla_now)
+            elif shape.flag == FlagKind.PATIENT_CLOCK.value:
+                cond = or_(cond, patient_now)
             conds.append(cond)
     if shape.search:
         # The queue joins patient for a search.
@@ -284,16 +331,54 @@ def _where(shape: _Shape) -> list[ColumnElement]:
     return conds
 
 
-@lru_cache(maxsize=256)
+def _joined(text: ColumnElement[str], dialect: str) -> ColumnElement[str]:
+    """The aggregate joining text values with commas."""
+    if dialect == "postgresql":
+        return func.string_agg(text, literal_column("','"))
+    return func.group_concat(text)
+
+
+def _details(dialect: str) -> list[ColumnElement]:
+    """What the *why* and the *next action* need besides the case row, as correlated
+    subqueries run for the page's rows only:
+    - `flags`: the case's open flags, "kind:severity:state:acknowledged" comma-joined;
+    - `first_record`, `records`: the first outstanding required record
+      ("kind|status|facility") and how many there are (records_requested cases only);
+    - `contacted`: whether the patient was ever tried (assessed cases with no failed
+      attempt in a row only: `cases.failed_contacts`, kept by triggers, says the rest);
+    - `limits`: the SLA limits as `clocks.limits_column` gives them (read at every page:
+      an admin may have just changed one)."""
+    c, f, r, k = _cases.c, _flags.c, _records.c, _contacts.c
+    colon, bar = literal_column("':'"), literal_column("'|'")
+    acknowledged = sql_case((f.acknowledged_at.is_(None), literal_column("'0'")),
+                            else_=literal_column("'1'"))
+    flags = (select(_joined(f.kind + colon + f.severity + colon + f.state + colon
+                            + acknowledged, dialect))
+             .where(f.case_id == c.id, f.resolved_at.is_(None)).scalar_subquery())
+    outstanding = (r.case_id == c.id, r.requirement == Requirement.REQUIRED.value,
+                   or_(r.status == RecordStatus.NEEDED.value,
+                       r.status == RecordStatus.REQUESTED.value))
+    in_records = c.state == CaseState.RECORDS_REQUESTED.value
+    first_record = (select(r.kind + bar + r.status + bar + r.facility).where(*outstanding)
+                    .order_by(r.requested_at, r.id).limit(1).scalar_subquery())
+    count = select(func.count()).select_from(_records).where(*outstanding).scalar_subquery()
+    tried = select(literal(1)).where(k.case_id == c.id).exists()
+    first_call = and_(c.state == CaseState.ASSESSED.value, c.failed_contacts == 0)
+    return [flags.label("flags"),
+            sql_case((in_records, first_record), else_=null()).label("first_record"),
+            sql_case((in_records, count), else_=0).label("records"),
+            sql_case((first_call, tried), else_=null()).label("contacted"),
+            limits_column().label("limits")]
+
+
 def _queue_statement(dialect: str, shape: _Shape) -> Select:
-    """The queue's statement for a shape, built once per process: building and keying a
-    statement this size cost more CPU than running it. Only SQL text is cached here; every
-    value (now, filters, cursor, page size) is a parameter."""
+    """The queue's statement for a shape: one page of rows with everything the page
+    shows. Every value (now, cutoffs, filters, cursor, page size) is a parameter."""
     c = _cases.c
     now = bindparam("now", type_=c.due_at.type)
     # One key, ascending in every part, so the keyset condition is one row-value
     # comparison: (-rank, deadline, biopsy date, id) > (the last row's).
-    neg_rank = literal(0) - _rank_expr(now, dialect)
+    neg_rank = -_rank_expr(now, dialect)
     due_key = func.coalesce(c.due_at, literal(FAR_FUTURE, c.due_at.type))
     bio_key = func.coalesce(c.biopsy_date, literal(FAR_DAY, c.biopsy_date.type))
     conds = _where(shape)
@@ -305,24 +390,88 @@ def _queue_statement(dialect: str, shape: _Shape) -> Select:
         )
     # Rank and sort the scope's open cases from ix_cases_triage alone (every column of
     # the key is in it), then read the wide case row and the patient for one page only.
-    page = select(c.id.label("id"), neg_rank.label("neg_rank"))
+    # Sorted by the label, not the expression: written twice, the expression would be
+    # computed twice per case (its parameters are distinct `?`s to SQLite, so it cannot
+    # tell the two are the same).
+    ranked = neg_rank.label("neg_rank")
+    page = select(c.id.label("id"), ranked)
     if shape.search:
         page = page.join(_patients, _patients.c.id == c.patient_id)
-    page = (page.where(*conds).order_by(neg_rank, due_key, bio_key, c.id)
+    page = (page.where(*conds).order_by(ranked, due_key, bio_key, c.id)
             .limit(bindparam("page_limit")).subquery("page"))
     p = _patients.c
     return (
         select(c.id, c.version, c.state, c.due_at, c.biopsy_date, c.assignee_id, c.on_hold,
                c.hold_until, c.hold_reason, c.state_entered_at, c.paused_seconds,
                c.specialist_id, c.referral_required, c.referral_status, c.appointment_at,
-               c.planned_treatment_start, page.c.neg_rank,
-               p.first_name, p.last_name, p.mrn, _users.c.full_name.label("assignee_name"))
+               c.planned_treatment_start, c.failed_contacts, page.c.neg_rank,
+               _sla_rank_expr(now).label("sla_rank"),
+               _patient_rank_expr().label("patient_rank"),
+               p.first_name, p.last_name, p.mrn, _users.c.full_name.label("assignee_name"),
+               *_details(dialect))
         .select_from(page)
         .join(_cases, c.id == page.c.id)
         .join(_patients, p.id == c.patient_id)
         .outerjoin(_users, _users.c.id == c.assignee_id)
         .order_by(page.c.neg_rank, due_key, bio_key, c.id)
     )
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A statement compiled once, run on the driver with exec_driver_sql: SQLAlchemy's
+    execute would build the statement's cache key and process every value at every
+    rerun, which cost more than the SQL. Rows come back as named tuples of the values as
+    the driver gives them (on SQLite, dates and times as ISO text: `_when` and `_day`
+    read them); a Row's attribute lookups alone cost a third of a page's Python."""
+
+    sql: str
+    order: tuple[str, ...] | None  # positional drivers (SQLite): parameter names in order
+    fixed: dict[str, Any]  # the statement's own constants, converted for the driver
+    convert: dict[str, Any]  # the caller's parameters: the type's conversion, if any
+    row: Any  # a namedtuple class of the selected columns, in order
+
+    @classmethod
+    def of(cls, stmt: Select, dialect: Dialect) -> _Compiled:
+        compiled = stmt.compile(dialect=dialect)
+        fixed, convert = {}, {}
+        for name, bind in compiled.binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.required:
+                convert[name] = process
+            else:
+                fixed[name] = process(bind.value) if process else bind.value
+        order = tuple(compiled.positiontup) if compiled.positional else None
+        row = namedtuple("QueueSqlRow", [c.key for c in stmt.selected_columns])
+        return cls(compiled.string, order, fixed, convert, row)
+
+    def run(self, conn: Connection, values: dict[str, Any]) -> list[Any]:
+        args = dict(self.fixed)
+        for name, process in self.convert.items():
+            value = values[name]
+            args[name] = process(value) if process else value
+        if self.order is not None:
+            args = tuple(args[n] for n in self.order)
+        return list(map(self.row._make, conn.exec_driver_sql(self.sql, args)))
+
+
+@lru_cache(maxsize=256)
+def _compiled_queue(dialect: Dialect, shape: _Shape) -> _Compiled:
+    """Built and compiled once per process, engine and shape."""
+    return _Compiled.of(_queue_statement(dialect.name, shape), dialect)
+
+
+def _when(value: Any) -> datetime | None:
+    """A stored time as the driver returns it (SQLite: ISO text), aware UTC."""
+    if value is None:
+        return None
+    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+
+
+def _day(value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(value)
 
 
 # --- the queue ----------------------------------------------------------------------------
@@ -349,22 +498,18 @@ def queue(
         shape = replace(shape, after=True)
         params.update(after_rank=after.neg_rank, after_due=after.due_key,
                       after_bio=after.bio_key, after_id=after.case_id)
+    params.update(_patient_cutoffs(now), now=now, page_limit=limit + 1)
     conn = session.connection()
-    stmt = _queue_statement(conn.dialect.name, shape)
-    raw = conn.execute(stmt, {**params, "now": now, "page_limit": limit + 1}).all()
+    raw = _compiled_queue(conn.dialect, shape).run(conn, params)
     more = len(raw) > limit
     raw = raw[:limit]
-    rows = [_row(r, now) for r in raw]
-    _explain(session, rows, raw, now)
+    limits = limits_from_text(raw[0].limits) if raw else {}
+    rows = [_queue_row(r, limits, now) for r in raw]
     next_cursor = None
-    if more and raw:
-        last = raw[-1]
-        next_cursor = Cursor(
-            neg_rank=int(last.neg_rank),
-            due_key=as_utc(last.due_at) if last.due_at else FAR_FUTURE,
-            bio_key=last.biopsy_date or FAR_DAY,
-            case_id=last.id,
-        )
+    if more and rows:
+        last = rows[-1]
+        next_cursor = Cursor(neg_rank=int(raw[-1].neg_rank), due_key=last.due_at or FAR_FUTURE,
+                             bio_key=last.biopsy_date or FAR_DAY, case_id=last.case_id)
     if shape.search:
         audit.record(session, actor=actor, action="search", now=now,
                      detail={"chars": len(filters.search.strip()), "results": len(rows),
@@ -373,14 +518,66 @@ def queue(
     return QueuePage(rows=rows, next_cursor=next_cursor)
 
 
-def _row(r: Any, now: datetime) -> QueueRow:
-    days = (now.date() - r.biopsy_date).days if r.biopsy_date else None
-    return QueueRow(
+@dataclass(frozen=True)
+class _Flag:
+    kind: str
+    level: FlagSeverity  # now: see `_flags_of`
+    acknowledged: bool
+
+    @property
+    def text(self) -> str:
+        return (f"{self.kind.replace('_', ' ')} ({self.level.value.replace('_', ' ')})"
+                + (" - acknowledged" if self.acknowledged else ""))
+
+
+def _flags_of(r: Any) -> list[_Flag]:
+    """The case's open flags at their level now, worst first. An SLA flag of the case's
+    current state and a patient-clock flag take the level the case's dates give now (the
+    row's `sla_rank` and `patient_rank`, the very expressions the queue ranks by); the
+    level stored on the flag stands only for the fixed kinds (deadline risk, unreachable)
+    and for a flag whose cause is already gone (the next scan resolves it) - the rule of
+    `core.flag_levels.current_severity`, from the values this statement already has."""
+    if not r.flags:
+        return []
+    found = []
+    for item in r.flags.split(","):
+        kind, stored, raised_in, acknowledged = item.split(":")
+        derived = None
+        if kind == FlagKind.SLA and raised_in == r.state:
+            derived = SEVERITY_BY_RANK.get(r.sla_rank)
+        elif kind == FlagKind.PATIENT_CLOCK:
+            derived = SEVERITY_BY_RANK.get(r.patient_rank)
+        found.append(_Flag(kind, derived or FlagSeverity(stored), acknowledged == "1"))
+    found.sort(key=lambda f: (-f.level.rank, f.kind))
+    return found
+
+
+@dataclass(frozen=True)
+class _Record:
+    kind: str
+    status: str
+    facility: str
+
+    @property
+    def text(self) -> str:
+        return f"{RecordKind(self.kind).label} from {self.facility}"
+
+
+def _queue_row(r: Any, limits: dict, now: datetime) -> QueueRow:
+    biopsy = _day(r.biopsy_date)
+    row = QueueRow(
         case_id=r.id, version=r.version, patient_name=f"{r.first_name} {r.last_name}",
         mrn=r.mrn, state=r.state, severity=SEVERITY_BY_RANK.get(-int(r.neg_rank)),
-        due_at=as_utc(r.due_at) if r.due_at else None, biopsy_date=r.biopsy_date,
-        patient_days=days, assignee=r.assignee_name, on_hold=bool(r.on_hold),
+        due_at=_when(r.due_at), biopsy_date=biopsy,
+        patient_days=(now.date() - biopsy).days if biopsy else None,
+        assignee=r.assignee_name, on_hold=bool(r.on_hold),
     )
+    flags = _flags_of(r)
+    first = _Record(*r.first_record.split("|", 2)) if r.first_record else None
+    row.flags = [f.text for f in flags]
+    row.why = _why(r, row, limits, first, flags, now)
+    row.next_action = _next_action(r, first, flags, now)
+    return row
 
 
 def _days(value: float) -> str:
@@ -388,132 +585,73 @@ def _days(value: float) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
-@lru_cache(maxsize=32)
-def _detail_statements(n: int) -> tuple[Select, Select, Select]:
-    """The page's open flags, outstanding required records and contact outcomes, for `n`
-    cases `:id0`..: built once per page size. (An expanding IN parameter is rendered
-    into the SQL again at every execution, which cost more than the three queries.)"""
-    ids = [bindparam(f"id{i}") for i in range(n)]
-    f, r, k = _flags.c, _records.c, _contacts.c
-    flags = (select(f.case_id, f.kind, f.severity, f.acknowledged_at)
-             .where(f.case_id.in_(ids), f.resolved_at.is_(None)))
-    records = (select(r.case_id, r.kind, r.facility, r.status)
-               .where(r.case_id.in_(ids), r.requirement == Requirement.REQUIRED.value,
-                      r.status.in_([RecordStatus.NEEDED.value, RecordStatus.REQUESTED.value]))
-               .order_by(r.requested_at, r.id))
-    contacts = (select(k.case_id, k.outcome).where(k.case_id.in_(ids))
-                .order_by(k.case_id, k.at.desc(), k.id.desc()))
-    return flags, records, contacts
-
-
-def _explain(session: Session, rows: list[QueueRow], raw: list[Any], now: datetime) -> None:
-    """Write the *why* and the *next action* of each row, with a few IN queries for the
-    page's cases only."""
-    if not rows:
-        return
-    conn = session.connection()
-    ids = {f"id{i}": r.case_id for i, r in enumerate(rows)}
-    flags_of, records_of, contacts_of = _detail_statements(len(rows))
-    limits = load_limits(session)  # never cached: an admin may have just edited one
-    flags: dict[int, list[Any]] = {}
-    for f in conn.execute(flags_of, ids):
-        flags.setdefault(f.case_id, []).append(f)
-    outstanding: dict[int, list[Any]] = {}
-    for item in conn.execute(records_of, ids):
-        outstanding.setdefault(item.case_id, []).append(item)
-    contacts: dict[int, list[str]] = {}
-    for case_id, outcome in conn.execute(contacts_of, ids):
-        contacts.setdefault(case_id, []).append(outcome)
-    for row, r in zip(rows, raw, strict=True):
-        case_flags = sorted(flags.get(row.case_id, []),
-                            key=lambda f: -FlagSeverity(f.severity).rank)
-        row.flags = [_flag_text(f, row) for f in case_flags]
-        row.why = _why(r, row, limits, outstanding.get(row.case_id, []),
-                       contacts.get(row.case_id, []), case_flags, now)
-        row.next_action = _next_action(r, outstanding.get(row.case_id, []),
-                                       contacts.get(row.case_id, []), case_flags, now)
-
-
-def _flag_text(flag: Any, row: QueueRow) -> str:
-    sev = flag.severity.replace("_", " ")
-    kind = flag.kind.replace("_", " ")
-    return f"{kind} ({sev})" + (" - acknowledged" if flag.acknowledged_at else "")
-
-
-def _failed_in_a_row(outcomes: list[str]) -> int:
-    n = 0
-    for o in outcomes:
-        if ContactOutcome(o).successful:
-            break
-        n += 1
-    return n
-
-
-def _item_text(item: Any) -> str:
-    return f"{RecordKind(item.kind).label} from {item.facility}"
-
-
-def _why(r: Any, row: QueueRow, limits: dict, items: list[Any], outcomes: list[str],
-         flags: list[Any], now: datetime) -> str:
+def _why(r: Any, row: QueueRow, limits: dict, first: _Record | None, flags: list[_Flag],
+         now: datetime) -> str:
     state = CaseState(r.state)
     parts: list[str] = []
     if r.on_hold:
-        until = f" until {r.hold_until.isoformat()}" if r.hold_until else ""
+        until = f" until {_day(r.hold_until).isoformat()}" if r.hold_until else ""
         parts.append(f"{state.label} - on hold{until}: {r.hold_reason or 'no reason given'}")
     else:
         held = timedelta(seconds=r.paused_seconds or 0)
-        in_state = max(0.0, (now - as_utc(r.state_entered_at) - held).total_seconds() / 86400)
+        in_state = max(0.0, (now - _when(r.state_entered_at) - held).total_seconds() / 86400)
         limit = limits.get(r.state)
         head = f"{state.label} {_days(in_state)}"
         if limit is not None:
             head += f", limit {limit.days}" + (" business days" if limit.business_days else "")
         parts.append(head)
     detail = None
-    if state is CaseState.RECORDS_REQUESTED and items:
-        first = items[0]
+    failed = r.failed_contacts or 0
+    if state is CaseState.RECORDS_REQUESTED and first is not None:
         verb = "not received" if first.status == RecordStatus.REQUESTED else "not requested yet"
-        detail = f"{_item_text(first)} {verb}"
-        if len(items) > 1:
-            detail += f" (+{len(items) - 1} more)"
+        detail = f"{first.text} {verb}"
+        if r.records > 1:
+            detail += f" (+{r.records - 1} more)"
     elif state is CaseState.ASSESSED:
-        failed = _failed_in_a_row(outcomes)
-        if not outcomes:
-            detail = "no contact with the patient yet"
-        elif failed:
+        if failed:
             detail = f"{failed} failed contact attempt{'s' if failed != 1 else ''} in a row"
+        elif not r.contacted:
+            detail = "no contact with the patient yet"
     elif state is CaseState.REFERRAL:
         if r.specialist_id is None:
             detail = "no specialist chosen"
         elif r.referral_required and r.referral_status != ReferralStatus.OBTAINED.value:
             detail = f"insurance referral {r.referral_status.replace('_', ' ')}"
     elif state is CaseState.SCHEDULED and r.appointment_at is not None:
-        detail = f"appointment {as_utc(r.appointment_at):%d %b %H:%M} UTC"
+        detail = f"appointment {_when(r.appointment_at):%d %b %H:%M} UTC"
     elif state is CaseState.SEEN:
         detail = "outcome not recorded"
     if detail:
         parts.append(detail)
-    for f in flags:
+    # The patient clock is told as soon as its level applies, before the scan raises
+    # its flag (it ranks the case from then on), in its place by level.
+    signals = flags
+    if r.patient_rank and all(f.kind != FlagKind.PATIENT_CLOCK for f in flags):
+        signals = sorted([*flags, _Flag(FlagKind.PATIENT_CLOCK.value,
+                                        SEVERITY_BY_RANK[r.patient_rank], False)],
+                         key=lambda f: (-f.level.rank, f.kind))
+    for f in signals:
         if f.kind == FlagKind.PATIENT_CLOCK and row.patient_days is not None:
             parts.append(f"patient clock {row.patient_days} days since biopsy")
         elif f.kind == FlagKind.DEADLINE_RISK and r.planned_treatment_start is not None:
-            parts.append(f"treatment planned {r.planned_treatment_start.isoformat()}: "
+            parts.append(f"treatment planned {_day(r.planned_treatment_start).isoformat()}: "
                          "remaining stages may not fit")
         elif f.kind == FlagKind.UNREACHABLE and state is not CaseState.ASSESSED:
             parts.append("patient unreachable")
     return " - ".join(parts)
 
 
-def _next_action(r: Any, items: list[Any], outcomes: list[str], flags: list[Any],
-                 now: datetime) -> str:
+def _next_action(r: Any, first: _Record | None, flags: list[_Flag], now: datetime) -> str:
     state = CaseState(r.state)
+    failed = r.failed_contacts or 0
     if r.on_hold:
         return "Resume when the hold is over"
-    if any(f.kind == FlagKind.UNREACHABLE for f in flags) or _failed_in_a_row(outcomes) >= 3:
+    if any(f.kind == FlagKind.UNREACHABLE for f in flags) or failed >= 3:
         return "Try another channel to reach the patient"
     if state is CaseState.ASSESSED:
         if r.assignee_id is None:
             return "Assign a coordinator"
-        if not outcomes or _failed_in_a_row(outcomes):
+        if failed or not r.contacted:
             return "Call the patient"
         return "Start the referral"
     if state is CaseState.REFERRAL:
@@ -523,16 +661,15 @@ def _next_action(r: Any, items: list[Any], outcomes: list[str], flags: list[Any]
             return "Obtain the insurance referral"
         return "Request records"
     if state is CaseState.RECORDS_REQUESTED:
-        if not items:
+        if first is None:
             return "Mark records complete"
-        first = items[0]
         if first.status == RecordStatus.NEEDED:
-            return f"Request {_item_text(first)}"
+            return f"Request {first.text}"
         return f"Chase {first.facility} for the {RecordKind(first.kind).label}"
     if state is CaseState.RECORDS_RECEIVED:
         return "Schedule the visit"
     if state is CaseState.SCHEDULED:
-        if r.appointment_at is not None and as_utc(r.appointment_at) <= now:
+        if r.appointment_at is not None and _when(r.appointment_at) <= now:
             return "Mark seen"
         return "Confirm the appointment with the patient"
     if state is CaseState.SEEN:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import event
 from sqlmodel import select
 
 from core.db import session_scope
-from core.models import AuditEntry, CaseFlag
+from core.models import AuditEntry, CaseFlag, ContactAttempt
 from core.queries.triage import Assignee, TriageFilters, headline, like_pattern, queue
 from core.vocab import FlagSeverity, Role
 from tests.factories import (
@@ -145,3 +146,160 @@ def test_filters_and_headline_stay_inside_the_team(engine, now):
 
 def test_like_pattern_escapes_wildcards():
     assert like_pattern("a%b_c\\") == "%a\\%b\\_c\\\\%"
+
+
+# --- levels that move with time: derived from the case's dates, not the flag rows -------
+
+
+def test_a_patient_clock_past_red_since_the_last_scan_ranks_above_an_amber_one(engine, now):
+    """The patient clock's level comes from the biopsy date today, not from the flag the
+    scan raised (nor from cases.flag_rank): a case that crossed red since its flag was
+    raised at amber ranks as stalled, and one the scan has not seen yet still ranks."""
+    with session_scope(engine) as s:
+        team, _, me = _setup(s, now)
+        amber = make_case(s, now=now, team=team, assignee=me, state="referral",
+                          days_in_state=1, biopsy_days_ago=35)
+        red = make_case(s, now=now, team=team, assignee=me, state="referral",
+                        days_in_state=1, biopsy_days_ago=50)
+        for case in (amber, red):  # both raised at amber; flag_rank leaves them out
+            s.add(CaseFlag(case_id=case.id, kind="patient_clock", severity="due_soon",
+                           state="referral", raised_at=now - timedelta(days=6)))
+        unseen = make_case(s, now=now, team=team, assignee=me, state="referral",
+                           days_in_state=1, biopsy_days_ago=62)  # no flag row yet
+        # the outcome is in: the patient clock no longer applies, however old the biopsy
+        done = make_case(s, now=now, team=team, assignee=me, state="seen", days_in_state=1,
+                         biopsy_days_ago=70, outcome_recorded_at=now - timedelta(hours=2))
+        calm = make_case(s, now=now, team=team, assignee=me, state="referral",
+                         days_in_state=1, biopsy_days_ago=5)
+        actor = actor_for(me)
+    with session_scope(engine, write=False) as s:
+        rows = queue(s, actor=actor, now=now).rows
+    assert [r.case_id for r in rows] == [unseen.id, red.id, amber.id, calm.id, done.id]
+    assert [r.severity for r in rows] == [FlagSeverity.ESCALATED, FlagSeverity.STALLED,
+                                          FlagSeverity.DUE_SOON, None, None]
+    by_id = {r.case_id: r for r in rows}
+    assert by_id[red.id].flags == ["patient clock (stalled)"]
+    assert by_id[amber.id].flags == ["patient clock (due soon)"]
+    assert by_id[red.id].why.endswith("patient clock 50 days since biopsy")
+    assert by_id[unseen.id].why.endswith("patient clock 62 days since biopsy")
+    assert "patient clock" not in by_id[done.id].why
+    assert "patient clock" not in by_id[calm.id].why
+    with session_scope(engine, write=False) as s:
+        flagged = queue(s, actor=actor, now=now,
+                        filters=TriageFilters(flag="patient_clock")).rows
+    assert {r.case_id for r in flagged} == {unseen.id, red.id, amber.id}
+
+
+def test_an_sla_flag_stored_due_soon_shows_escalated_once_past_escalate_at(engine, now):
+    """The SLA level comes from the case's stored deadlines at `now`; a deadline-risk or
+    unreachable flag keeps the one level it has."""
+    with session_scope(engine) as s:
+        team, _, me = _setup(s, now)
+        # 12 days in referral against a limit of 7: past 150 %.
+        late = make_case(s, now=now, team=team, assignee=me, state="referral",
+                         days_in_state=12, planned_treatment_start=now.date()
+                         + timedelta(days=10))
+        s.add(CaseFlag(case_id=late.id, kind="sla", severity="due_soon", state="referral",
+                       raised_at=now - timedelta(days=6), acknowledged_at=now))
+        s.add(CaseFlag(case_id=late.id, kind="deadline_risk", severity="stalled",
+                       state="referral", raised_at=now - timedelta(days=1)))
+        late.flag_rank = FlagSeverity.STALLED.rank  # the deadline risk, as the scan keeps it
+        # an SLA flag of the state the case has since left keeps its raised level until
+        # the scan resolves it
+        moved = make_case(s, now=now, team=team, assignee=me, state="referral",
+                          days_in_state=1)
+        s.add(CaseFlag(case_id=moved.id, kind="sla", severity="stalled", state="assessed",
+                       raised_at=now - timedelta(days=2)))
+        actor = actor_for(me)
+    with session_scope(engine, write=False) as s:
+        rows = {r.case_id: r for r in queue(s, actor=actor, now=now).rows}
+    assert rows[late.id].severity is FlagSeverity.ESCALATED
+    assert rows[late.id].flags == ["sla (escalated) - acknowledged",
+                                   "deadline risk (stalled)"]
+    planned = (now.date() + timedelta(days=10)).isoformat()
+    assert rows[late.id].why == (f"Referral 12 days, limit 7 - no specialist chosen - "
+                                 f"treatment planned {planned}: remaining stages may not fit")
+    assert rows[moved.id].flags == ["sla (stalled)"]
+
+
+def test_keyset_pages_follow_the_derived_levels(engine, now):
+    with session_scope(engine) as s:
+        team, _, me = _setup(s, now)
+        for i in range(29):
+            make_case(s, now=now, team=team, assignee=me, state="referral",
+                      days_in_state=(i * 7) % 13, biopsy_days_ago=(i * 11) % 75,
+                      flag_rank=2 if i % 9 == 0 else 0)
+        actor = actor_for(me)
+    with session_scope(engine, write=False) as s:
+        whole = queue(s, actor=actor, now=now, limit=100).rows
+        seen, cursor = [], None
+        while True:
+            page = queue(s, actor=actor, now=now, after=cursor, limit=4)
+            seen += [r.case_id for r in page.rows]
+            if page.next_cursor is None:
+                break
+            cursor = type(page.next_cursor).decode(page.next_cursor.encode())
+    assert seen == [r.case_id for r in whole] and len(whole) == 29
+    ranks = [r.severity.rank if r.severity else 0 for r in whole]
+    assert ranks == sorted(ranks, reverse=True) and set(ranks) == {0, 1, 2, 3}
+
+
+def test_contact_attempts_in_the_why_and_the_next_action(engine, now):
+    """Failed attempts in a row are `cases.failed_contacts` (kept by the database's
+    triggers): counted back to the newest successful attempt."""
+    def attempt(s, case, hours_ago, outcome):  # noqa: ANN001, ANN202
+        s.add(ContactAttempt(case_id=case.id, at=now - timedelta(hours=hours_ago),
+                             channel="phone", outcome=outcome))
+
+    with session_scope(engine) as s:
+        team, _, me = _setup(s, now)
+        fresh = make_case(s, now=now, team=team, assignee=me, state="assessed")
+        trying = make_case(s, now=now, team=team, assignee=me, state="assessed")
+        attempt(s, trying, 30, "no_answer")
+        attempt(s, trying, 20, "reached")
+        attempt(s, trying, 10, "voicemail")
+        attempt(s, trying, 5, "no_answer")
+        reached = make_case(s, now=now, team=team, assignee=me, state="assessed")
+        attempt(s, reached, 9, "no_answer")
+        attempt(s, reached, 3, "reached")
+        gone = make_case(s, now=now, team=team, assignee=me, state="assessed")
+        for hours in (8, 6, 4):
+            attempt(s, gone, hours, "wrong_number")
+        actor = actor_for(me)
+    with session_scope(engine, write=False) as s:
+        rows = {r.case_id: r for r in queue(s, actor=actor, now=now).rows}
+    assert rows[fresh.id].why == "Assessed 0 days, limit 2 - no contact with the patient yet"
+    assert rows[fresh.id].next_action == "Call the patient"
+    assert rows[trying.id].why.endswith("2 failed contact attempts in a row")
+    assert rows[trying.id].next_action == "Call the patient"
+    assert rows[reached.id].why == "Assessed 0 days, limit 2"
+    assert rows[reached.id].next_action == "Start the referral"
+    assert rows[gone.id].why.endswith("3 failed contact attempts in a row")
+    assert rows[gone.id].next_action == "Try another channel to reach the patient"
+
+
+def test_the_queue_is_ranked_from_the_triage_index_alone(sqlite_engine, now):
+    """Every input of the rank (the derived levels included) is in ix_cases_triage: the
+    scope's open cases are ranked without reading a wide case row (SQLite's plan;
+    PostgreSQL picks index-only scans by its table statistics)."""
+    engine = sqlite_engine
+    with session_scope(engine) as s:
+        team, _, me = _setup(s, now)
+        make_case(s, now=now, team=team, assignee=me, state="referral", days_in_state=3)
+        actor = actor_for(me)
+    sent = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        with session_scope(engine, write=False) as s:
+            queue(s, actor=actor, now=now)
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    statement, parameters = next((st, p) for st, p in sent if "neg_rank" in st)
+    with engine.connect() as conn:
+        plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                                        parameters)]
+    assert any("COVERING INDEX ix_cases_triage" in step for step in plan), plan
