@@ -680,44 +680,72 @@ def _next_action(r: Any, first: _Record | None, flags: list[_Flag], now: datetim
 # --- headline numbers ---------------------------------------------------------------------
 
 
-def headline(session: Session, *, actor: Actor, now: datetime,
-             team_id: int | None = None) -> Headline:
-    """The numbers at the top of My day: a coordinator's own cases, a manager's team, an
-    admin's whole service (or one team). One aggregate query plus two EXISTS counts."""
-    now = as_utc(now)
-    mine = actor.role is Role.COORDINATOR
-    conds: list[ColumnElement] = [_cases.c.state != CaseState.CLOSED.value,
-                                  team_filter(actor, Action.VIEW_QUEUE, _cases.c.team_id)]
-    if mine:
-        conds.append(_cases.c.assignee_id == actor.user_id)
-    if team_id is not None:
-        conds.append(_cases.c.team_id == team_id)
-    week = now + timedelta(days=7)
+@dataclass(frozen=True)
+class _HeadlineShape:
+    role: Role  # with team: the reach `team_filter` gives
+    team: int | None
+    mine: bool  # a coordinator's own cases
+    team_filter: bool
+
+
+@lru_cache(maxsize=64)
+def _compiled_headline(dialect: Dialect, shape: _HeadlineShape) -> _Compiled:
+    """One aggregate over the cases in reach, built and compiled once per shape."""
+    c = _cases.c
+    now = bindparam("now", type_=c.due_at.type)
+    week = bindparam("week", type_=c.due_at.type)
+    reach = Actor(user_id=None, username="", role=shape.role, team_id=shape.team)
+    conds: list[ColumnElement] = [c.state != CaseState.CLOSED.value,
+                                  team_filter(reach, Action.VIEW_QUEUE, c.team_id)]
+    if shape.mine:
+        conds.append(c.assignee_id == bindparam("me"))
+    if shape.team_filter:
+        conds.append(c.team_id == bindparam("team"))
     # Driven from the cases in reach (ix_cases_triage holds every case column counted
     # here) with EXISTS probes into their flags and records: joining from the records
     # side would walk every requested record of the service first. `SELECT 1`, not
     # `SELECT *`, so the records probe reads ix_record_item_requested_chase alone.
     overdue_record = select(literal(1)).where(
-        _records.c.case_id == _cases.c.id, _records.c.status == RecordStatus.REQUESTED.value,
-        _records.c.chase_on < now.date()).exists()
-    at_risk = select(literal(1)).where(
-        _flags.c.case_id == _cases.c.id, _flags.c.resolved_at.is_(None),
-        _flags.c.kind == FlagKind.DEADLINE_RISK.value).exists()
-    counts = session.connection().execute(
-        select(
-            func.count(),
-            func.count().filter(_cases.c.due_at <= now),
-            func.count().filter(_cases.c.escalate_at <= now),
-            func.count().filter(_cases.c.state == CaseState.SCHEDULED.value,
-                                _cases.c.appointment_at >= now, _cases.c.appointment_at < week),
-            func.count().filter(at_risk),
-            func.count().filter(overdue_record),
-        ).where(*conds)
-    ).one()
+        _records.c.case_id == c.id, _records.c.status == RecordStatus.REQUESTED.value,
+        _records.c.chase_on < bindparam("today", type_=_records.c.chase_on.type)).exists()
+    # A deadline-risk flag is "stalled" and the scan keeps `flag_rank` at the worst open
+    # flag of a fixed level, with the flag: only a case ranked that high can have one,
+    # so the other cases are never probed (at a million cases, 42,000 -> 18,000 probes
+    # for a manager).
+    at_risk = and_(c.flag_rank >= FlagSeverity.STALLED.rank, select(literal(1)).where(
+        _flags.c.case_id == c.id, _flags.c.resolved_at.is_(None),
+        _flags.c.kind == FlagKind.DEADLINE_RISK.value).exists())
+    stmt = select(
+        func.count().label("open_cases"),
+        func.count().filter(c.due_at <= now).label("stalled"),
+        func.count().filter(c.escalate_at <= now).label("escalated"),
+        func.count().filter(c.state == CaseState.SCHEDULED.value, c.appointment_at >= now,
+                            c.appointment_at < week).label("appointments_this_week"),
+        func.count().filter(at_risk).label("at_risk"),
+        func.count().filter(overdue_record).label("records_overdue"),
+    ).where(*conds)
+    return _Compiled.of(stmt, dialect)
+
+
+def headline(session: Session, *, actor: Actor, now: datetime,
+             team_id: int | None = None) -> Headline:
+    """The numbers at the top of My day: a coordinator's own cases, a manager's team, an
+    admin's whole service (or one team). One aggregate query with two EXISTS counts.
+    "Stalled" and "escalated" are the SLA levels the stored deadlines give at `now`."""
+    now = as_utc(now)
+    mine = actor.role is Role.COORDINATOR
+    team_filter(actor, Action.VIEW_QUEUE, _cases.c.team_id)  # refuses a role without reach
+    shape = _HeadlineShape(role=actor.role, team=actor.team_id, mine=mine,
+                           team_filter=team_id is not None)
+    conn = session.connection()
+    counts = _compiled_headline(conn.dialect, shape).run(conn, {
+        "now": now, "week": now + timedelta(days=7), "today": now.date(),
+        "me": actor.user_id, "team": team_id})[0]
     return Headline(
         scope_label="My open cases" if mine else "Open cases",
-        open_cases=counts[0], stalled=counts[1], escalated=counts[2],
-        appointments_this_week=counts[3], at_risk=counts[4], records_overdue=counts[5],
+        open_cases=counts.open_cases, stalled=counts.stalled, escalated=counts.escalated,
+        appointments_this_week=counts.appointments_this_week, at_risk=counts.at_risk,
+        records_overdue=counts.records_overdue,
     )
 
 

@@ -303,3 +303,37 @@ def test_the_queue_is_ranked_from_the_triage_index_alone(sqlite_engine, now):
         plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
                                                         parameters)]
     assert any("COVERING INDEX ix_cases_triage" in step for step in plan), plan
+
+
+def test_headline_counts_at_risk_overdue_records_and_the_sla_levels_now(engine, now):
+    with session_scope(engine) as s:
+        team, _, me = _setup(s, now)
+        risky = make_case(s, now=now, team=team, assignee=me, state="referral",
+                          days_in_state=8)  # past its limit of 7: stalled, not escalated
+        s.add(CaseFlag(case_id=risky.id, kind="deadline_risk", severity="stalled",
+                       state="referral", raised_at=now))
+        risky.flag_rank = FlagSeverity.STALLED.rank  # as the scan keeps it
+        unreachable = make_case(s, now=now, team=team, assignee=me, state="referral",
+                                days_in_state=11)  # past 150 %: escalated
+        s.add(CaseFlag(case_id=unreachable.id, kind="unreachable", severity="stalled",
+                       state="referral", raised_at=now))
+        unreachable.flag_rank = FlagSeverity.STALLED.rank
+        chasing = make_case(s, now=now, team=team, assignee=me, state="records_requested",
+                            days_in_state=1)
+        make_record(s, case=chasing, now=now, status="requested",
+                    requested_at=now - timedelta(days=9),
+                    chase_on=now.date() - timedelta(days=1))
+        make_record(s, case=chasing, now=now, kind="imaging_report", status="requested",
+                    requested_at=now - timedelta(days=9), chase_on=now.date())
+        waiting = make_case(s, now=now, team=team, assignee=me, state="records_requested",
+                            days_in_state=1)
+        make_record(s, case=waiting, now=now, status="requested",
+                    requested_at=now - timedelta(days=1),
+                    chase_on=now.date() + timedelta(days=3))
+        make_case(s, now=now, team=team, assignee=me, state="scheduled",
+                  appointment_at=now + timedelta(days=3))
+        actor = actor_for(me)
+    with session_scope(engine, write=False) as s:
+        h = headline(s, actor=actor, now=now)
+    assert (h.open_cases, h.stalled, h.escalated, h.at_risk, h.records_overdue,
+            h.appointments_this_week) == (5, 2, 1, 1, 1, 1)
