@@ -452,7 +452,7 @@ class _Compiled:
             args[name] = process(value) if process else value
         if self.order is not None:
             args = tuple(args[n] for n in self.order)
-        return list(map(self.row._make, conn.exec_driver_sql(self.sql, args)))
+        return list(map(self.row._make, conn.exec_driver_sql(self.sql, args).fetchall()))
 
 
 @lru_cache(maxsize=256)
@@ -465,7 +465,9 @@ def _when(value: Any) -> datetime | None:
     """A stored time as the driver returns it (SQLite: ISO text), aware UTC."""
     if value is None:
         return None
-    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    if isinstance(value, str):  # stored as UTC without an offset
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return as_utc(value)
 
 
 def _day(value: Any) -> date | None:
