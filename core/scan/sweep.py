@@ -118,6 +118,9 @@ _SQLITE_SCAN_CACHE = -262144
 # Of the JSON on job_run.context; another version means a full scan. 2: flag_rank leaves
 # the patient clock out (a full scan rewrites every case's rank once).
 CONTEXT_VERSION = 2
+# PostgreSQL: a scan that changed more than this share of case_flag's rows refreshes its
+# planner statistics (_keep_flag_statistics).
+STALE_FLAG_STATISTICS = 0.2
 # Stage medians move slowly (a day adds a few thousandths of the history); the nightly job
 # refreshes them, and a scan recomputes them itself only when that has not happened for
 # this long.
@@ -445,6 +448,7 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
     ).rowcount or 0
 
     # 2. raise new flags where none is open.
+    open_flags = None  # not counted on an incremental scan
     if only is None:
         # After step 1 every open flag of this kind belongs to a distinct case that
         # qualifies, so when the counts agree there is nothing to raise - a count is much
@@ -457,12 +461,17 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
             return {"raised": 0, "resolved": resolved}
     has_open = exists().where(flags.c.case_id == cases.c.id, flags.c.kind == kind,
                               flags.c.resolved_at.is_(None))
+    where = [applies]
+    # With no open flag of the kind (a full scan of a new database) there is nothing to
+    # skip: no anti-join, which PostgreSQL planned as a scan of case_flag - growing with
+    # the rows being inserted, invisible to the statement - for every case (quadratic).
+    if open_flags != 0:
+        where.append(~has_open)
     columns = ["case_id", "kind", "severity", "state", "raised_at"]
     values_ = [cases.c.id, literal(kind), rule.severity(ctx), cases.c.state, now]
     if rule.shortfall is not None:
         columns.append("shortfall_days")
         values_.append(rule.shortfall(ctx))
-    where = [applies, ~has_open]
     if only is not None:
         where.append(cases.c.id.in_(only))
     raised = session.execute(
@@ -471,6 +480,24 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
         .execution_options(preserve_rowcount=True)
     ).rowcount or 0
     return {"raised": raised, "resolved": resolved}
+
+
+def _keep_flag_statistics(session: Session, changed: int) -> None:
+    """PostgreSQL: ANALYZE case_flag when one rule's raises and resolves changed more than
+    STALE_FLAG_STATISTICS of its rows (the first scan of a loaded database, every flag
+    raised at once). The scan is the only writer of flags, and its anti-joins are
+    planned from case_flag's statistics: with the table still known as empty the planner
+    probed every open flag of a kind for each listed case (a nested loop over a
+    materialised index scan: 6 s for 1,245 raises at 100k cases; the 1M deadline-risk
+    statement ran for minutes, issue 8). Autovacuum would catch up, but not before the
+    next scan. Inside the scan's transaction: ANALYZE counts its own new rows."""
+    conn = session.connection()
+    if conn.dialect.name != "postgresql" or not changed:
+        return
+    known = conn.exec_driver_sql(
+        "SELECT reltuples FROM pg_class WHERE oid = 'case_flag'::regclass").scalar_one()
+    if changed > STALE_FLAG_STATISTICS * max(float(known), 0.0):  # -1: never analyzed
+        conn.exec_driver_sql("ANALYZE case_flag")
 
 
 def _update_flag_rank(session: Session, only: Table | None) -> None:
@@ -578,6 +605,7 @@ def scan_session(session: Session, *, now: datetime, settings=None,  # noqa: ANN
     if only is None or result.examined:
         for rule in RULES:
             counts = _sweep_kind(session, rule, ctx)
+            _keep_flag_statistics(session, counts["raised"] + counts["resolved"])
             result.by_kind[rule.kind.value] = counts
             result.raised += counts["raised"]
             result.resolved += counts["resolved"]
