@@ -33,7 +33,7 @@ from collections import namedtuple
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -99,6 +99,9 @@ LIKE_ESCAPE = "\\"
 SEARCH_MAX = 120
 
 SEVERITY_BY_RANK = {s.rank: s for s in FlagSeverity}
+# Plain dict lookups: calling an Enum costs more, and the queue does it for every row.
+_SEVERITY = {s.value: s for s in FlagSeverity}
+_STATE = {s.value: s for s in CaseState}
 
 
 class Assignee:
@@ -520,8 +523,8 @@ def queue(
     return QueuePage(rows=rows, next_cursor=next_cursor)
 
 
-@dataclass(frozen=True)
-class _Flag:
+class _Flag(NamedTuple):
+    # a named tuple, not a frozen dataclass: built for every flag of every row shown
     kind: str
     level: FlagSeverity  # now: see `_flags_of`
     acknowledged: bool
@@ -549,7 +552,7 @@ def _flags_of(r: Any) -> list[_Flag]:
             derived = SEVERITY_BY_RANK.get(r.sla_rank)
         elif kind == FlagKind.PATIENT_CLOCK:
             derived = SEVERITY_BY_RANK.get(r.patient_rank)
-        found.append(_Flag(kind, derived or FlagSeverity(stored), acknowledged == "1"))
+        found.append(_Flag(kind, derived or _SEVERITY[stored], acknowledged == "1"))
     found.sort(key=lambda f: (-f.level.rank, f.kind))
     return found
 
@@ -589,7 +592,7 @@ def _days(value: float) -> str:
 
 def _why(r: Any, row: QueueRow, limits: dict, first: _Record | None, flags: list[_Flag],
          now: datetime) -> str:
-    state = CaseState(r.state)
+    state = _STATE[r.state]
     parts: list[str] = []
     if r.on_hold:
         until = f" until {_day(r.hold_until).isoformat()}" if r.hold_until else ""
@@ -644,7 +647,7 @@ def _why(r: Any, row: QueueRow, limits: dict, first: _Record | None, flags: list
 
 
 def _next_action(r: Any, first: _Record | None, flags: list[_Flag], now: datetime) -> str:
-    state = CaseState(r.state)
+    state = _STATE[r.state]
     failed = r.failed_contacts or 0
     if r.on_hold:
         return "Resume when the hold is over"
