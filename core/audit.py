@@ -22,6 +22,7 @@ from sqlalchemy import URL, Connection, Engine, bindparam, func, insert, text
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
+from core import driver_sql
 from core.actor import Actor
 from core.models import DETAIL_MAX, AuditEntry
 from core.timeutil import as_utc
@@ -114,8 +115,11 @@ def record(
         "outcome": AuditOutcome(outcome).value,
         "detail": detail_text,
     }
+    # The inserts run on the driver's cursor (core.driver_sql): every change of a case
+    # writes one, and SQLAlchemy's cost per execution was as much as SQLite's own work.
     if conn.dialect.name != "sqlite":
-        conn.execute(_INSERT, _chained(row, _last_hash(conn)))  # under the advisory lock
+        # under the advisory lock
+        driver_sql.execute(conn, _INSERT, _chained(row, _last_hash(conn)))
         return
     # SQLite: the write transaction holds the database lock, so the chain's end cannot
     # move between the check and the insert.
@@ -124,11 +128,12 @@ def record(
     chained = None
     if guess is not None:
         chained = _chained(row, guess)
-        if conn.execute(_INSERT_IF_LAST, {**chained, "b_prev": guess}).rowcount != 1:
+        if driver_sql.execute(conn, _INSERT_IF_LAST, {**chained, "b_prev": guess}) \
+                .rowcount != 1:
             chained = None  # another writer (or a rollback) moved the chain's end
     if chained is None:
         chained = _chained(row, _last_hash(conn))
-        conn.execute(_INSERT, chained)
+        driver_sql.execute(conn, _INSERT, chained)
     _last_written[database] = chained["row_hash"]
 
 

@@ -1,0 +1,105 @@
+"""Fixed Core statements run straight on the DBAPI cursor, inside the caller's transaction.
+
+The write path sends the same few statements for every change of a case (issue 8: the
+compare-and-set UPDATE, the history row, the audit row). Through `Connection.execute`
+each one pays for SQLAlchemy's execution context, events and result object - measured at
+a million cases, about as much CPU as SQLite's own work for the statement. Here each
+statement is compiled once per database dialect and set of parameter names, and then
+only its parameters are converted (the same bind processors SQLAlchemy would apply:
+timestamps as SQLite stores them, booleans, ...) and handed to the driver's cursor.
+
+The SQL is the one SQLAlchemy renders for the dialect, so PostgreSQL (psycopg) and SQLite
+run exactly what `Connection.execute` would have run, on the same connection and in the
+same transaction. What is lost: these statements do not pass through SQLAlchemy's
+`before_cursor_execute` events or echo logging. Driver errors are wrapped the way
+SQLAlchemy wraps them (sqlalchemy.exc.IntegrityError, ...), so callers see no difference.
+
+Only statements that need nothing computed at execution time qualify (no Python-side
+column defaults or onupdate values, no expanding IN); anything else goes through
+`Connection.execute` as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+
+
+class _Prepared:
+    """One statement compiled for one dialect and one set of parameter names."""
+
+    __slots__ = ("sql", "compiled", "processors", "positions")
+
+    def __init__(self, stmt: ClauseElement, conn: Connection, names: list[str]) -> None:
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=names)
+        self.compiled = compiled
+        self.sql = compiled.string
+        self.processors: Mapping[str, Callable[[Any], Any]] = compiled._bind_processors
+        # qmark (sqlite3) takes a sequence in this order; pyformat (psycopg) a mapping
+        self.positions = compiled.positiontup if compiled.positional else None
+
+    @staticmethod
+    def qualifies(stmt: ClauseElement, conn: Connection, names: list[str]) -> bool:
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=names)
+        return not (compiled.insert_prefetch or compiled.update_prefetch
+                    or compiled.literal_execute_params or compiled.post_compile_params)
+
+    def arguments(self, params: Mapping[str, Any]) -> Any:
+        values = self.compiled.construct_params(params)
+        processors = self.processors
+        for name, process in processors.items():
+            if name in values:
+                values[name] = process(values[name])
+        if self.positions is None:
+            return values
+        return [values[name] for name in self.positions]
+
+
+_prepared: dict[tuple[int, str, frozenset[str]], _Prepared | None] = {}
+
+
+def execute(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) -> Outcome:
+    """Run `stmt` (a module-level statement, built once) with `params` on the cursor of
+    `conn`'s DBAPI connection: the rows it changed, and its first row (RETURNING)."""
+    key = (id(stmt), conn.dialect.name, frozenset(params))
+    prepared = _prepared.get(key, False)
+    if prepared is False:
+        names = list(params)
+        prepared = _Prepared(stmt, conn, names) if _Prepared.qualifies(stmt, conn, names) \
+            else None
+        _prepared[key] = prepared
+    if prepared is None:  # needs SQLAlchemy at execution time: the ordinary way
+        result = conn.execute(stmt, params)
+        return Outcome(result.rowcount, result.first() if result.returns_rows else None)
+    args = prepared.arguments(params)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(prepared.sql, args)
+        return Outcome(cursor.rowcount,
+                       cursor.fetchone() if cursor.description is not None else None)
+    except conn.dialect.loaded_dbapi.Error as err:
+        raise DBAPIError.instance(prepared.sql, args, err, conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect) from err
+    finally:
+        cursor.close()
+
+
+def execute_sql(conn: Connection, sql: str) -> None:
+    """A fixed statement without parameters (SAVEPOINT, RELEASE ...) on the cursor."""
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql)
+    except conn.dialect.loaded_dbapi.Error as err:
+        raise DBAPIError.instance(sql, (), err, conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect) from err
+    finally:
+        cursor.close()
+
+
+class Outcome(NamedTuple):
+    rowcount: int
+    row: Any  # the first row a RETURNING gave (a plain tuple), else None
