@@ -101,7 +101,9 @@ SEARCH_MAX = 120
 SEVERITY_BY_RANK = {s.rank: s for s in FlagSeverity}
 # Plain dict lookups: calling an Enum costs more, and the queue does it for every row.
 _SEVERITY = {s.value: s for s in FlagSeverity}
+_RANK = {s: s.rank for s in FlagSeverity}
 _STATE = {s.value: s for s in CaseState}
+_STATE_LABEL = {s: s.label for s in CaseState}
 
 
 class Assignee:
@@ -553,12 +555,11 @@ def _flags_of(r: Any) -> list[_Flag]:
         elif kind == FlagKind.PATIENT_CLOCK:
             derived = SEVERITY_BY_RANK.get(r.patient_rank)
         found.append(_Flag(kind, derived or _SEVERITY[stored], acknowledged == "1"))
-    found.sort(key=lambda f: (-f.level.rank, f.kind))
+    found.sort(key=lambda f: (-_RANK[f.level], f.kind))
     return found
 
 
-@dataclass(frozen=True)
-class _Record:
+class _Record(NamedTuple):
     kind: str
     status: str
     facility: str
@@ -596,12 +597,13 @@ def _why(r: Any, row: QueueRow, limits: dict, first: _Record | None, flags: list
     parts: list[str] = []
     if r.on_hold:
         until = f" until {_day(r.hold_until).isoformat()}" if r.hold_until else ""
-        parts.append(f"{state.label} - on hold{until}: {r.hold_reason or 'no reason given'}")
+        parts.append(f"{_STATE_LABEL[state]} - on hold{until}: "
+                     f"{r.hold_reason or 'no reason given'}")
     else:
         held = timedelta(seconds=r.paused_seconds or 0)
         in_state = max(0.0, (now - _when(r.state_entered_at) - held).total_seconds() / 86400)
         limit = limits.get(r.state)
-        head = f"{state.label} {_days(in_state)}"
+        head = f"{_STATE_LABEL[state]} {_days(in_state)}"
         if limit is not None:
             head += f", limit {limit.days}" + (" business days" if limit.business_days else "")
         parts.append(head)
@@ -634,7 +636,7 @@ def _why(r: Any, row: QueueRow, limits: dict, first: _Record | None, flags: list
     if r.patient_rank and all(f.kind != FlagKind.PATIENT_CLOCK for f in flags):
         signals = sorted([*flags, _Flag(FlagKind.PATIENT_CLOCK.value,
                                         SEVERITY_BY_RANK[r.patient_rank], False)],
-                         key=lambda f: (-f.level.rank, f.kind))
+                         key=lambda f: (-_RANK[f.level], f.kind))
     for f in signals:
         if f.kind == FlagKind.PATIENT_CLOCK and row.patient_days is not None:
             parts.append(f"patient clock {row.patient_days} days since biopsy")
