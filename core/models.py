@@ -160,9 +160,6 @@ class Case(SQLModel, table=True):
         CheckConstraint(
             "(state = 'closed') = (close_reason IS NOT NULL)", name="ck_case_closed_has_reason"
         ),
-        # The triage queue: open cases by stored deadline, keyset-paged on (due_at, id).
-        Index("ix_cases_open_due", "due_at", "id", sqlite_where=text("state <> 'closed'"),
-              postgresql_where=text("state <> 'closed'")),
         Index("ix_cases_team_state", "team_id", "state"),
         Index("ix_cases_assignee_state", "assignee_id", "state"),
         # The triage queue (core/queries/triage.py, migrations 0006 and 0009): every
@@ -199,12 +196,12 @@ class Case(SQLModel, table=True):
               postgresql_where=text("state <> 'closed' AND outcome_recorded_at IS NULL"
                                     " AND planned_treatment_start IS NOT NULL")),
         # The incremental scan (core/scan/sweep.py): the cases written since the last
-        # scan, and the open cases whose escalation time falls between two scans.
+        # scan.
         Index("ix_cases_scan_dirty", "id", sqlite_where=text("scan_dirty = 1"),
               postgresql_where=text("scan_dirty")),
-        Index("ix_cases_scan_escalate", "escalate_at",
-              sqlite_where=text("state <> 'closed' AND escalate_at IS NOT NULL"),
-              postgresql_where=text("state <> 'closed' AND escalate_at IS NOT NULL")),
+        # Every index here is rewritten by the moves that change its columns: one that no
+        # query reads any more goes (migration 0010 dropped ix_cases_open_due and
+        # ix_cases_scan_escalate).
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -69,7 +69,7 @@ def test_foreign_keys_are_enforced(engine, now):
 
 def test_triage_index_exists(engine):
     names = {ix["name"] for ix in inspect(engine).get_indexes("cases")}
-    assert "ix_cases_open_due" in names
+    assert "ix_cases_triage" in names
 
 
 def test_sqlite_runs_in_wal_with_foreign_keys(sqlite_engine):
