@@ -32,7 +32,7 @@ from sqlalchemy.sql import ClauseElement
 class _Prepared:
     """One statement compiled for one dialect and one set of parameter names."""
 
-    __slots__ = ("sql", "compiled", "processors", "positions")
+    __slots__ = ("sql", "compiled", "processors", "positions", "columns")
 
     def __init__(self, stmt: ClauseElement, conn: Connection, names: list[str]) -> None:
         compiled = stmt.compile(dialect=conn.dialect, column_keys=names)
@@ -41,6 +41,9 @@ class _Prepared:
         self.processors: Mapping[str, Callable[[Any], Any]] = compiled._bind_processors
         # qmark (sqlite3) takes a sequence in this order; pyformat (psycopg) a mapping
         self.positions = compiled.positiontup if compiled.positional else None
+        # a SELECT's columns: their names and how a value is read (text as datetime, ...)
+        self.columns = [(key, type_._cached_result_processor(conn.dialect, None))
+                        for key, _name, _objects, type_ in compiled._result_columns]
 
     @staticmethod
     def qualifies(stmt: ClauseElement, conn: Connection, names: list[str]) -> bool:
@@ -65,6 +68,20 @@ _prepared: dict[tuple[int, str, frozenset[str]], _Prepared | None] = {}
 def execute(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) -> Outcome:
     """Run `stmt` (a module-level statement, built once) with `params` on the cursor of
     `conn`'s DBAPI connection: the rows it changed, and its first row (RETURNING)."""
+    prepared = _prepare(conn, stmt, params)
+    if prepared is None:  # needs SQLAlchemy at execution time: the ordinary way
+        result = conn.execute(stmt, params)
+        return Outcome(result.rowcount, result.first() if result.returns_rows else None)
+    cursor = _run(conn, prepared, params)
+    try:
+        return Outcome(cursor.rowcount,
+                       cursor.fetchone() if cursor.description is not None else None)
+    finally:
+        cursor.close()
+
+
+def _prepare(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) \
+        -> _Prepared | None:
     key = (id(stmt), conn.dialect.name, frozenset(params))
     prepared = _prepared.get(key, False)
     if prepared is False:
@@ -72,20 +89,38 @@ def execute(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) ->
         prepared = _Prepared(stmt, conn, names) if _Prepared.qualifies(stmt, conn, names) \
             else None
         _prepared[key] = prepared
-    if prepared is None:  # needs SQLAlchemy at execution time: the ordinary way
-        result = conn.execute(stmt, params)
-        return Outcome(result.rowcount, result.first() if result.returns_rows else None)
+    return prepared
+
+
+def _run(conn: Connection, prepared: _Prepared, params: Mapping[str, Any]) -> Any:
     args = prepared.arguments(params)
     cursor = conn.connection.driver_connection.cursor()
     try:
         cursor.execute(prepared.sql, args)
-        return Outcome(cursor.rowcount,
-                       cursor.fetchone() if cursor.description is not None else None)
     except conn.dialect.loaded_dbapi.Error as err:
+        cursor.close()
         raise DBAPIError.instance(prepared.sql, args, err, conn.dialect.loaded_dbapi.Error,
                                   dialect=conn.dialect) from err
+    return cursor
+
+
+def fetch_first(conn: Connection, stmt: ClauseElement,
+                params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The first row of a SELECT as {column name: value}, values converted as SQLAlchemy
+    converts them; None without a row."""
+    prepared = _prepare(conn, stmt, params)
+    if prepared is None:
+        row = conn.execute(stmt, params).first()
+        return None if row is None else dict(row._mapping)
+    cursor = _run(conn, prepared, params)
+    try:
+        row = cursor.fetchone()
     finally:
         cursor.close()
+    if row is None:
+        return None
+    return {key: value if process is None else process(value)
+            for (key, process), value in zip(prepared.columns, row, strict=True)}
 
 
 def execute_sql(conn: Connection, sql: str) -> None:

@@ -153,11 +153,11 @@ def load_case_and_limits(
     """`load_case`, and the SLA limits in force, in one statement."""
     case_id = _case_id(case_id)
     flush_pending(session)
-    row = session.connection().execute(
-        _LOAD_WITH_LIMITS if limits else _LOAD, {"b_id": case_id}).first()
-    if row is None:
+    # on the driver's cursor, as the writes (core.driver_sql)
+    values = driver_sql.fetch_first(session.connection(),
+                                    _LOAD_WITH_LIMITS if limits else _LOAD, {"b_id": case_id})
+    if values is None:
         raise NotFoundError(f"There is no case {case_id}.")
-    values = dict(row._mapping)
     found = clocks.limits_from_text(values.pop(_LIMITS)) if limits else None
     return _as_case(session, values), found
 

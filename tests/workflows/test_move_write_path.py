@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from core.db import create_db_engine, session_scope
 from core.models import Case, CaseEvent, SlaRule
@@ -74,3 +74,41 @@ def test_a_move_records_the_team_and_keeps_the_furthest_stage(engine, now):
     assert case.state == "records_requested"
     assert stored.furthest_rank == case.furthest_rank == FUNNEL_RANK["records_received"]
     assert teams == {stored.team_id}
+
+
+def test_the_drivers_cursor_reads_and_writes_what_sqlalchemy_would(engine, now):
+    """core.driver_sql runs the write path's statements on the DBAPI cursor: the case it
+    loads must be the very values (types, time zones) SQLAlchemy's own execution gives,
+    and a driver error must reach the caller as SQLAlchemy's exception, leaving nothing."""
+    from sqlalchemy.exc import IntegrityError
+
+    from core import driver_sql
+    from core.workflows import write
+
+    manager, (case_id, _) = _scene(engine, now)
+    with session_scope(engine) as session:
+        move_case(session, case_id=case_id, move=Move.RECORD_MISSING, actor=manager,
+                  now=now, reason="slides missing")
+    with session_scope(engine) as session:
+        conn = session.connection()
+        for stmt in (write._LOAD, write._LOAD_WITH_LIMITS):
+            theirs = dict(conn.execute(stmt, {"b_id": case_id}).first()._mapping)
+            ours = driver_sql.fetch_first(conn, stmt, {"b_id": case_id})
+            assert ours == theirs
+            assert {k: type(v) for k, v in ours.items()} == \
+                {k: type(v) for k, v in theirs.items()}
+            assert ours["updated_at"].utcoffset() == timedelta(0)
+        assert driver_sql.fetch_first(conn, write._LOAD, {"b_id": 10**9}) is None
+    with session_scope(engine) as session:
+        events = session.scalar(select(func.count()).select_from(CaseEvent))
+        try:
+            with write.savepoint(session):
+                write.compare_and_set(session, write.load_case(session, case_id),
+                                      actor=manager, now=now, changes={"close_reason": "bogus"})
+        except IntegrityError:
+            pass  # the CHECK on close_reason, as SQLAlchemy reports it
+        else:
+            raise AssertionError("an invalid close reason was written")
+        # the savepoint left nothing; the transaction goes on
+        assert session.get(Case, case_id).version == 2
+        assert session.scalar(select(func.count()).select_from(CaseEvent)) == events
