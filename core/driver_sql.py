@@ -62,7 +62,10 @@ class _Prepared:
         return [values[name] for name in self.positions]
 
 
-_prepared: dict[tuple[int, str, frozenset[str]], _Prepared | None] = {}
+# (statement id, dialect, parameter names) -> (the statement, its preparation or None if
+# it cannot run on the cursor). The statement is kept and compared, so an id reused by a
+# statement built later can never pick up another statement's SQL.
+_prepared: dict[tuple[Any, ...], tuple[ClauseElement, _Prepared | None]] = {}
 
 
 def execute(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) -> Outcome:
@@ -82,14 +85,18 @@ def execute(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) ->
 
 def _prepare(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) \
         -> _Prepared | None:
-    key = (id(stmt), conn.dialect.name, frozenset(params))
-    prepared = _prepared.get(key, False)
-    if prepared is False:
+    dialect = conn.dialect
+    # what the rendered SQL depends on besides the statement: the database, its version
+    # and the driver's placeholder style
+    key = (id(stmt), dialect.name, dialect.server_version_info, dialect.paramstyle,
+           frozenset(params))
+    known = _prepared.get(key)
+    if known is None or known[0] is not stmt:
         names = list(params)
-        prepared = _Prepared(stmt, conn, names) if _Prepared.qualifies(stmt, conn, names) \
-            else None
-        _prepared[key] = prepared
-    return prepared
+        known = _prepared[key] = (
+            stmt,
+            _Prepared(stmt, conn, names) if _Prepared.qualifies(stmt, conn, names) else None)
+    return known[1]
 
 
 def _run(conn: Connection, prepared: _Prepared, params: Mapping[str, Any]) -> Any:
