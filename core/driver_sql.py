@@ -1,12 +1,15 @@
 """Fixed Core statements run straight on the DBAPI cursor, inside the caller's transaction.
 
 The write path sends the same few statements for every change of a case (issue 8: the
-compare-and-set UPDATE, the history row, the audit row). Through `Connection.execute`
+case's load, the compare-and-set UPDATE, the history row, the audit row, the savepoint).
+Through `Connection.execute`
 each one pays for SQLAlchemy's execution context, events and result object - measured at
 a million cases, about as much CPU as SQLite's own work for the statement. Here each
 statement is compiled once per database dialect and set of parameter names, and then
 only its parameters are converted (the same bind processors SQLAlchemy would apply:
-timestamps as SQLite stores them, booleans, ...) and handed to the driver's cursor.
+timestamps as SQLite stores them, booleans, ...) and handed to the driver's cursor; a
+row read back is converted with SQLAlchemy's result processors (text to aware datetimes
+on SQLite, ...).
 
 The SQL is the one SQLAlchemy renders for the dialect, so PostgreSQL (psycopg) and SQLite
 run exactly what `Connection.execute` would have run, on the same connection and in the
