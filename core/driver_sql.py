@@ -2,9 +2,9 @@
 
 The write path sends the same few statements for every change of a case (issue 8: the
 case's load, the compare-and-set UPDATE, the history row, the audit row, the savepoint).
-Through `Connection.execute`
-each one pays for SQLAlchemy's execution context, events and result object - measured at
-a million cases, about as much CPU as SQLite's own work for the statement. Here each
+Through `Connection.execute` each one pays for SQLAlchemy's execution context, events and
+result object - measured at a million cases, about as much CPU as SQLite's own work for
+the statement. Here each
 statement is compiled once per database dialect and set of parameter names, and then
 only its parameters are converted (the same bind processors SQLAlchemy would apply:
 timestamps as SQLite stores them, booleans, ...) and handed to the driver's cursor; a
