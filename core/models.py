@@ -301,7 +301,9 @@ class CaseEvent(SQLModel, table=True):
     case_id: int = Field(foreign_key="cases.id")
     from_state: str | None = Field(default=None, max_length=24)  # NULL for the intake row
     to_state: str = Field(max_length=24)
-    at: datetime = Field(index=True)
+    # Not indexed on its own: every query reads a case's history through
+    # ix_case_event_case_at, and nothing looks events up by time alone (migration 0011).
+    at: datetime
     actor_id: int | None = Field(default=None, foreign_key="app_user.id")
     reason: str | None = Field(default=None, max_length=REASON_MAX)
     days_in_from_state: float | None = None
