@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
+from core import driver_sql
 from core.config import get_settings
 from core.errors import PermissionDenied
 
@@ -86,11 +87,13 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # noqa: ANN001
-        # On the driver's connection: every write transaction begins here, and
-        # exec_driver_sql's execution context cost as much as SQLite's BEGIN itself.
-        begin = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) \
-            else "BEGIN"
-        conn.connection.driver_connection.execute(begin)
+        # On the driver's cursor: every write transaction begins here, and
+        # exec_driver_sql's execution context cost as much as SQLite's BEGIN itself. A
+        # failure ("database is locked" after the busy timeout) still surfaces as
+        # SQLAlchemy's OperationalError.
+        driver_sql.execute_sql(
+            conn, "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION)
+            else "BEGIN")
 
     return engine
 

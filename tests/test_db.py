@@ -88,3 +88,28 @@ def test_naive_datetimes_are_refused(sqlite_engine):
 
 def test_aware_datetime_fixture_is_utc(now):
     assert now.tzinfo is UTC
+
+
+def test_a_write_that_cannot_get_the_sqlite_lock_fails_as_sqlalchemys_error(tmp_path,
+                                                                           monkeypatch):
+    """BEGIN IMMEDIATE runs on the driver's cursor (core.db's begin hook); a lock held
+    past the busy timeout must still surface as SQLAlchemy's OperationalError, which the
+    CLI and the workers catch."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from core import db
+
+    path = tmp_path / "locked.db"
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    engine = db.create_db_engine(f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="locked"):
+            with session_scope(engine) as session:
+                session.connection()
+    finally:
+        holder.close()
+        engine.dispose()
