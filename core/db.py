@@ -10,6 +10,7 @@ PostgreSQL: psycopg 3, pre-ping, READ COMMITTED; compare-and-set updates do the 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +48,17 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
+def _create_private_file(path: Path) -> None:
+    """A new database file is readable by its owner only (0600, whatever the umask): it
+    holds patients' names and diagnoses. SQLite gives the -wal and -shm files the
+    database file's permissions. An existing file is left as the operator set it."""
+    if str(path).startswith("file:"):  # a URI filename: SQLite opens it as it says
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     parsed = make_url(url)
     database = parsed.database
@@ -55,7 +67,7 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     if in_memory:
         kwargs["poolclass"] = StaticPool  # one shared connection, or each sees its own DB
     else:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _create_private_file(Path(database))
     engine = create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")

@@ -113,3 +113,39 @@ def test_a_write_that_cannot_get_the_sqlite_lock_fails_as_sqlalchemys_error(tmp_
     finally:
         holder.close()
         engine.dispose()
+
+
+def test_a_new_sqlite_database_and_its_wal_are_readable_by_the_owner_only(tmp_path):
+    import os
+    import stat
+
+    from sqlalchemy import text
+
+    from core.db import create_db_engine
+
+    old = os.umask(0o022)  # the usual umask, which would give 0644
+    try:
+        path = tmp_path / "sub" / "casedesk.db"
+        engine = create_db_engine(f"sqlite:///{path}")
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+        engine.dispose()
+    finally:
+        os.umask(old)
+    assert modes["casedesk.db"] == 0o600
+    assert modes.get("casedesk.db-wal", 0o600) == 0o600
+    assert set(modes) >= {"casedesk.db", "casedesk.db-wal"}
+
+
+def test_an_existing_sqlite_file_keeps_the_permissions_the_operator_gave_it(tmp_path):
+    import stat
+
+    from core.db import create_db_engine
+
+    path = tmp_path / "shared.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)
+    create_db_engine(f"sqlite:///{path}").dispose()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
