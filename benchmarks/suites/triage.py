@@ -20,6 +20,7 @@ from benchmarks.report import Row, Target
 from benchmarks.timing import measure
 from core.actor import Actor
 from core.db import session_scope
+from core.flag_levels import Moment
 from core.vocab import FlagSeverity, Role
 
 PAGE = 50
@@ -72,8 +73,10 @@ def _deep_cursor(ctx: Ctx, who: Actor) -> tuple[object, int]:
 
 def naive_page(ctx: Ctx, who: Actor, offset: int, size: int = PAGE) -> pd.DataFrame:
     cases = pd.read_sql("SELECT * FROM cases WHERE state <> 'closed'", ctx.engine)
-    flags = pd.read_sql("SELECT case_id, severity FROM case_flag WHERE resolved_at IS NULL",
-                        ctx.engine)
+    # Only the kinds whose level is stored; SLA and patient-clock levels are derived from
+    # the case's dates at `now`, as ours does (core.flag_levels).
+    flags = pd.read_sql("SELECT case_id, severity FROM case_flag WHERE resolved_at IS NULL "
+                        "AND kind IN ('deadline_risk', 'unreachable')", ctx.engine)
     cases = cases[cases["team_id"] == who.team_id]
     if who.role is Role.COORDINATOR:
         cases = cases[cases["assignee_id"] == who.user_id]
@@ -84,9 +87,14 @@ def naive_page(ctx: Ctx, who: Actor, offset: int, size: int = PAGE) -> pd.DataFr
     soon = pd.to_datetime(cases["due_soon_at"], utc=True, format="mixed")
     esc = pd.to_datetime(cases["escalate_at"], utc=True, format="mixed")
     sla_rank = np.select([esc <= now, due <= now, soon <= now], [3, 2, 1], 0)
-    frame = cases.assign(rank=np.maximum(flag_rank, sla_rank), due_key=due.fillna(FAR),
-                         bio_key=pd.to_datetime(cases["biopsy_date"]).fillna(
-                             pd.Timestamp("9999-12-31")))
+    amber, red, critical = (pd.Timestamp(d) for d in Moment.at(ctx.now).patient_cutoffs)
+    bio = pd.to_datetime(cases["biopsy_date"])
+    clock = cases["outcome_recorded_at"].isna() & bio.notna()
+    patient_rank = np.select([clock & (bio <= critical), clock & (bio <= red),
+                              clock & (bio <= amber)], [3, 2, 1], 0)
+    rank = np.maximum(np.maximum(flag_rank, sla_rank), patient_rank)
+    frame = cases.assign(rank=rank, due_key=due.fillna(FAR),
+                         bio_key=bio.fillna(pd.Timestamp("9999-12-31")))
     frame = frame.sort_values(["rank", "due_key", "bio_key", "id"],
                               ascending=[False, True, True, True])
     page = frame.iloc[offset:offset + size]
@@ -112,6 +120,15 @@ def floor_page(ctx: Ctx, who: Actor, after=None):  # noqa: ANN001, ANN201
     return go
 
 
+def _same_order(ctx: Ctx, who: Actor) -> None:
+    """The naive way must compute the queue ours does, or `naive ÷ ours` compares
+    different work: its first page must hold the same cases in the same order."""
+    got = [r.case_id for r in _ours(ctx, who)().rows]
+    want = [int(i) for i in naive_page(ctx, who, 0, _page(ctx))["id_x"]]
+    if got != want:
+        raise AssertionError(f"naive queue differs from ours: {want[:8]} vs {got[:8]}")
+
+
 def run(ctx: Ctx) -> list[Row]:
     from benchmarks import apptest
 
@@ -119,6 +136,7 @@ def run(ctx: Ctx) -> list[Row]:
     for role, label in ((Role.COORDINATOR, "the coordinator's own cases"),
                         (Role.MANAGER, "the manager's whole team")):
         who = actor(ctx, role)
+        _same_order(ctx, who)
         ours = measure(_ours(ctx, who), runs=ctx.runs, warmup=ctx.warmup)
         naive = measure(lambda w=who: naive_page(ctx, w, 0, _page(ctx)), **ctx.naive_kw())
         floor = measure(floor_page(ctx, who), runs=ctx.runs, warmup=ctx.warmup)

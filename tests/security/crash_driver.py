@@ -18,10 +18,12 @@ what it saw to RESULT_FILE as JSON when it finishes normally.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import random
+import signal
 import sys
 import traceback
 from collections import Counter
@@ -195,6 +197,14 @@ def _flag_write_transactions(engine: Engine, path: str) -> None:
         os.pwrite(fd, b"0", 0)
 
 
+def _say(line: str) -> None:
+    """One line to the test in one write(2): the forked worker's "ready" and the zygote's
+    "pid" share the pipe, and a line written in pieces could interleave with the other
+    (seen once as a garbled line). Writes up to PIPE_BUF bytes to a pipe are atomic."""
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), f"{line}\n".encode())
+
+
 def run_worker(url: str, seed: int, ops: int, result_file: str | None,
                flag_file: str | None = None) -> None:
     engine = create_db_engine(url)
@@ -204,7 +214,7 @@ def run_worker(url: str, seed: int, ops: int, result_file: str | None,
     if ops == 0:
         # Tell the test the worker is about to write, so its kill lands in the work and
         # not in the worker's start-up.
-        print(f"ready {os.getpid()}", flush=True)
+        _say(f"ready {os.getpid()}")
     done = 0
     result: Counter[str] = Counter()
     while ops == 0 or done < ops:
@@ -230,6 +240,18 @@ def run_worker(url: str, seed: int, ops: int, result_file: str | None,
 
 
 def zygote() -> None:
+    children: set[int] = set()
+    try:
+        _serve(children)
+    finally:
+        # A test that failed half-way never leaves a worker that runs until killed.
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+
+
+def _serve(children: set[int]) -> None:
     for line in sys.stdin:
         parts = line.split()
         if not parts:
@@ -250,7 +272,8 @@ def zygote() -> None:
                     code = 1
                 finally:
                     os._exit(code)
-            print(f"pid {pid}", flush=True)
+            children.add(pid)
+            _say(f"pid {pid}")
         elif parts[0] == "warm":
             # Run a little work in this process first: the lazy imports, settings and
             # SQLAlchemy's statement cache are then inherited warm by every fork. The
@@ -260,6 +283,7 @@ def zygote() -> None:
             print("warm", flush=True)
         elif parts[0] == "wait":
             _, status = os.waitpid(int(parts[1]), 0)
+            children.discard(int(parts[1]))
             if os.WIFSIGNALED(status):
                 print(f"signal {os.WTERMSIG(status)}", flush=True)
             else:
