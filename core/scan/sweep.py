@@ -73,6 +73,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     and_,
+    any_,
     case,
     exists,
     func,
@@ -439,7 +440,7 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
     cause = [applies, cases.c.id == flags.c.case_id]
     if rule.per_state:  # an SLA flag belongs to the state it was raised in
         cause.append(cases.c.state == flags.c.state)
-    scope = [] if only is None else [flags.c.case_id.in_(only)]
+    scope = [] if only is None else [_listed(session, flags.c.case_id, only)]
     resolved = session.execute(
         update(flags)
         .where(open_of_kind, *scope, ~exists().where(*cause).correlate(flags))
@@ -473,13 +474,24 @@ def _sweep_kind(session: Session, rule: Rule, ctx: ScanContext) -> dict[str, int
         columns.append("shortfall_days")
         values_.append(rule.shortfall(ctx))
     if only is not None:
-        where.append(cases.c.id.in_(only))
+        where.append(_listed(session, cases.c.id, only))
     raised = session.execute(
         insert(flags).from_select(columns, select(*values_).where(*where))
         # an INSERT's cursor is closed before .rowcount is read unless asked to keep it
         .execution_options(preserve_rowcount=True)
     ).rowcount or 0
     return {"raised": raised, "resolved": resolved}
+
+
+def _listed(session: Session, column: ColumnElement, only: Select) -> ColumnElement[bool]:
+    """`column` is one of the work list's cases. SQLite: IN (subquery), which it plans as
+    one probe per listed case. PostgreSQL: = ANY(ARRAY(subquery)) - the list is read
+    once and each case probed by its key; with IN, PostgreSQL hash-joined the list
+    against every case already past the rule's threshold (363,000 rows read for 29,000
+    listed at 1M cases: 0.67 s of the SLA raise, and as much for the patient clock)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(only)
+    return column == any_(func.array(only.scalar_subquery()))
 
 
 def _keep_flag_statistics(session: Session, changed: int) -> None:
@@ -524,7 +536,8 @@ def _update_flag_rank(session: Session, only: Table | None) -> None:
             .group_by(listed.c.case_id, cases.c.flag_rank)
             .having(new_rank != cases.c.flag_rank)))
         moved = select(_ranks.c.r).where(_ranks.c.case_id == cases.c.id).scalar_subquery()
-        session.execute(update(cases).where(cases.c.id.in_(select(_ranks.c.case_id)))
+        session.execute(update(cases)
+                        .where(_listed(session, cases.c.id, select(_ranks.c.case_id)))
                         .values(flag_rank=moved))
         _ranks.drop(conn)
         return
