@@ -303,15 +303,20 @@ def _filter_args(actor: Actor, filters: TriageFilters) -> tuple[_Shape, dict[str
     return shape, params
 
 
+def _open_in_reach(role: Role, team: int | None) -> list[ColumnElement]:
+    """Open cases the role may see: team_filter decides from the role and the actor's
+    team alone, both part of a statement's shape, so the statement can be cached."""
+    reach = Actor(user_id=None, username="", role=role, team_id=team)
+    return [_cases.c.state != CaseState.CLOSED.value,
+            team_filter(reach, Action.VIEW_QUEUE, _cases.c.team_id)]
+
+
 def _where(shape: _Shape) -> list[ColumnElement]:
     """The WHERE of a shape, with bound parameters (`now`, the patient-clock cutoffs and
     the filter values)."""
     c = _cases.c
     now = bindparam("now", type_=c.due_at.type)
-    # team_filter decides from the role and the actor's team alone, both in the shape.
-    reach = Actor(user_id=None, username="", role=shape.role, team_id=shape.team)
-    conds: list[ColumnElement] = [c.state != CaseState.CLOSED.value,
-                                  team_filter(reach, Action.VIEW_QUEUE, c.team_id)]
+    conds = _open_in_reach(shape.role, shape.team)
     if shape.team_filter:
         conds.append(c.team_id == bindparam("team"))
     if shape.states:
@@ -709,9 +714,7 @@ def _compiled_headline(dialect: Dialect, shape: _HeadlineShape) -> _Compiled:
     c = _cases.c
     now = bindparam("now", type_=c.due_at.type)
     week = bindparam("week", type_=c.due_at.type)
-    reach = Actor(user_id=None, username="", role=shape.role, team_id=shape.team)
-    conds: list[ColumnElement] = [c.state != CaseState.CLOSED.value,
-                                  team_filter(reach, Action.VIEW_QUEUE, c.team_id)]
+    conds = _open_in_reach(shape.role, shape.team)
     if shape.mine:
         conds.append(c.assignee_id == bindparam("me"))
     if shape.team_filter:
