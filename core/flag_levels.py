@@ -123,11 +123,27 @@ def current_rank_sql(flags: Any, cases: Any, moment: Moment) -> ColumnElement[in
 def current_severity(flag: Any, case_row: Any, moment: Moment) -> FlagSeverity:
     """A flag's level now, for a flag row (kind, severity, state) and its case row
     (state, due_soon_at, due_at, escalate_at, biopsy_date) in hand."""
-    derived: FlagSeverity | None = None
-    if flag.kind == FlagKind.SLA.value and flag.state == case_row.state:
-        derived = clocks.sla_level(case_row.due_soon_at, case_row.due_at,
-                                   case_row.escalate_at, moment.now)
+    sla = None
+    patient = None
+    if flag.kind == FlagKind.SLA.value:
+        sla = clocks.sla_level(case_row.due_soon_at, case_row.due_at, case_row.escalate_at,
+                               moment.now)
     elif flag.kind == FlagKind.PATIENT_CLOCK.value:
-        derived = clocks.patient_clock_level(case_row.biopsy_date, moment.today,
+        patient = clocks.patient_clock_level(case_row.biopsy_date, moment.today,
                                              moment.thresholds).severity
-    return derived or FlagSeverity(flag.severity)
+    return level_now(flag.kind, flag.severity, flag.state, case_row.state, sla, patient)
+
+
+def level_now(kind: str, stored: str, raised_in: str, case_state: str,
+              sla: FlagSeverity | None, patient: FlagSeverity | None) -> FlagSeverity:
+    """The rule itself, given the levels the case's dates give now (`sla`, `patient`;
+    None below the first threshold or when the clock does not run): an SLA flag of the
+    case's current state and a patient-clock flag take the derived level; the fixed
+    kinds, and a flag whose cause is gone (the next scan resolves it), keep the stored
+    one. `current_severity_sql` is the same rule in SQL."""
+    derived = None
+    if kind == FlagKind.SLA.value and raised_in == case_state:
+        derived = sla
+    elif kind == FlagKind.PATIENT_CLOCK.value:
+        derived = patient
+    return derived or FlagSeverity(stored)

@@ -57,7 +57,7 @@ from sqlmodel import Session
 from core import audit
 from core.actor import Actor
 from core.errors import ValidationError
-from core.flag_levels import Moment
+from core.flag_levels import Moment, level_now
 from core.models import (
     Case,
     CaseFlag,
@@ -100,7 +100,6 @@ SEARCH_MAX = 120
 
 SEVERITY_BY_RANK = {s.rank: s for s in FlagSeverity}
 # Plain dict lookups: calling an Enum costs more, and the queue does it for every row.
-_SEVERITY = {s.value: s for s in FlagSeverity}
 _RANK = {s: s.rank for s in FlagSeverity}
 _STATE = {s.value: s for s in CaseState}
 _STATE_LABEL = {s: s.label for s in CaseState}
@@ -555,19 +554,16 @@ def _flags_of(r: Any) -> list[_Flag]:
     current state and a patient-clock flag take the level the case's dates give now (the
     row's `sla_rank` and `patient_rank`, the very expressions the queue ranks by); the
     level stored on the flag stands only for the fixed kinds (deadline risk, unreachable)
-    and for a flag whose cause is already gone (the next scan resolves it) - the rule of
-    `core.flag_levels.current_severity`, from the values this statement already has."""
+    and for a flag whose cause is already gone (the next scan resolves it) -
+    `core.flag_levels.level_now`, from the values this statement already has."""
     if not r.flags:
         return []
     found = []
+    sla, patient = SEVERITY_BY_RANK.get(r.sla_rank), SEVERITY_BY_RANK.get(r.patient_rank)
     for item in r.flags.split(","):
         kind, stored, raised_in, acknowledged = item.split(":")
-        derived = None
-        if kind == FlagKind.SLA and raised_in == r.state:
-            derived = SEVERITY_BY_RANK.get(r.sla_rank)
-        elif kind == FlagKind.PATIENT_CLOCK:
-            derived = SEVERITY_BY_RANK.get(r.patient_rank)
-        found.append(_Flag(kind, derived or _SEVERITY[stored], acknowledged == "1"))
+        level = level_now(kind, stored, raised_in, r.state, sla, patient)
+        found.append(_Flag(kind, level, acknowledged == "1"))
     found.sort(key=lambda f: (-_RANK[f.level], f.kind))
     return found
 
