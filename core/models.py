@@ -16,7 +16,17 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Column, Index, Text, UniqueConstraint, text
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    ColumnElement,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    literal_column,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from core.vocab import (
@@ -490,3 +500,28 @@ class AuditEntry(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=DETAIL_MAX)  # JSON
     prev_hash: str = Field(max_length=64)
     row_hash: str = Field(max_length=64)
+
+
+# --- conditions that partial indexes must recognise ----------------------------------------
+
+
+def sql_constant(value: str) -> ColumnElement[str]:
+    """A string constant written into the SQL text instead of bound as a parameter.
+
+    PostgreSQL uses a partial index only when it can prove from the query that the
+    index's predicate holds, which it cannot do with a parameter. psycopg prepares a
+    statement from its fifth run on a connection, and PostgreSQL may then plan it once for
+    any parameter values (a generic plan): with `state <> $1` every `state <> 'closed'`
+    index below dropped out of the plan, and the triage page went from 3.5 to 13 ms at a
+    million cases (README, "Speed at scale")."""
+    if "'" in value:  # only our own vocabulary goes here, never user text
+        raise ValueError(f"not a plain constant: {value!r}")
+    return literal_column(f"'{value}'", String)
+
+
+# Spelled as the partial indexes' predicates (ix_cases_triage, ix_cases_scan_*,
+# ix_record_item_requested_chase, ix_record_item_chase).
+CASE_IS_OPEN: ColumnElement[bool] = Case.__table__.c.state != sql_constant(
+    CaseState.CLOSED.value)
+RECORD_IS_REQUESTED: ColumnElement[bool] = RecordItem.__table__.c.status == sql_constant(
+    RecordStatus.REQUESTED.value)

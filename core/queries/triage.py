@@ -59,6 +59,8 @@ from core.actor import Actor
 from core.errors import ValidationError
 from core.flag_levels import Moment, level_now
 from core.models import (
+    CASE_IS_OPEN,
+    RECORD_IS_REQUESTED,
     Case,
     CaseFlag,
     ContactAttempt,
@@ -306,8 +308,7 @@ def _open_in_reach(role: Role, team: int | None) -> list[ColumnElement]:
     """Open cases the role may see: team_filter decides from the role and the actor's
     team alone, both part of a statement's shape, so the statement can be cached."""
     reach = Actor(user_id=None, username="", role=role, team_id=team)
-    return [_cases.c.state != CaseState.CLOSED.value,
-            team_filter(reach, Action.VIEW_QUEUE, _cases.c.team_id)]
+    return [CASE_IS_OPEN, team_filter(reach, Action.VIEW_QUEUE, _cases.c.team_id)]
 
 
 def _where(shape: _Shape) -> list[ColumnElement]:
@@ -720,7 +721,7 @@ def _compiled_headline(dialect: Dialect, shape: _HeadlineShape) -> _Compiled:
     # side would walk every requested record of the service first. `SELECT 1`, not
     # `SELECT *`, so the records probe reads ix_record_item_requested_chase alone.
     overdue_record = select(literal(1)).where(
-        _records.c.case_id == c.id, _records.c.status == RecordStatus.REQUESTED.value,
+        _records.c.case_id == c.id, RECORD_IS_REQUESTED,
         _records.c.chase_on < bindparam("today", type_=_records.c.chase_on.type)).exists()
     # A deadline-risk flag is "stalled" and the scan keeps `flag_rank` at the worst open
     # flag of a fixed level, with the flag: only a case ranked that high can have one,

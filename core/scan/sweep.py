@@ -96,11 +96,10 @@ from sqlmodel import Session
 from core import flag_levels
 from core.config import get_settings
 from core.db import session_scope
-from core.models import DETAIL_MAX, Case, CaseFlag, JobRun
+from core.models import CASE_IS_OPEN, DETAIL_MAX, Case, CaseFlag, JobRun
 from core.timeutil import as_utc
 from core.vocab import (
     FUNNEL,
-    CaseState,
     FlagKind,
     FlagSeverity,
     JobStatus,
@@ -263,7 +262,7 @@ class Rule:
     moved: str | None = None
 
 
-_OPEN_CASE = cases.c.state != CaseState.CLOSED.value
+_OPEN_CASE = CASE_IS_OPEN  # 'closed' written into the SQL: see models.sql_constant
 _OUTCOME_PENDING = cases.c.outcome_recorded_at.is_(None)
 
 

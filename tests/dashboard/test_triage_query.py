@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import event
 from sqlmodel import select
 
@@ -337,3 +338,55 @@ def test_headline_counts_at_risk_overdue_records_and_the_sla_levels_now(engine, 
         h = headline(s, actor=actor, now=now)
     assert (h.open_cases, h.stalled, h.escalated, h.at_risk, h.records_overdue,
             h.appointments_this_week) == (5, 2, 1, 1, 1, 1)
+
+
+def _generic_plan(engine, statement: str, parameters) -> str:  # noqa: ANN001
+    """PostgreSQL's plan for `statement` prepared once for any parameter values (what it
+    may pick from psycopg's fifth run of a statement on a connection), read with
+    auto_explain. Sequential and bitmap scans are off, so that the cases are read
+    through an index and the plan shows how their conditions were applied."""
+    raw = engine.raw_connection()
+    try:
+        pg = raw.driver_connection
+        pg.autocommit = True  # auto_explain's notices did not arrive inside a transaction
+        notices: list[str] = []
+        pg.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        pg.execute("LOAD 'auto_explain'")
+        for setting in ("plan_cache_mode = force_generic_plan", "enable_seqscan = off",
+                        "enable_bitmapscan = off", "auto_explain.log_min_duration = 0",
+                        "auto_explain.log_level = notice"):
+            pg.execute(f"SET {setting}")
+        pg.execute(statement, parameters, prepare=True).fetchall()
+        return "\n".join(notices)
+    finally:
+        raw.invalidate()  # its settings are not for the pool's next user
+
+
+@pytest.mark.postgres
+def test_prepared_queue_statements_can_use_the_open_cases_index(pg_engine, now):
+    """'closed' is written into the SQL (models.sql_constant): bound as a parameter,
+    PostgreSQL cannot match the partial index ix_cases_triage (state <> 'closed') in a
+    generic plan, which at a million cases read every case of the team (13 ms, not 3.5)."""
+    with session_scope(pg_engine) as s:
+        team, _, me = _setup(s, now)
+        make_case(s, now=now, team=team, assignee=me, state="referral", days_in_state=3)
+        actor = actor_for(me)
+    sent = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        sent.append((statement, parameters))
+
+    event.listen(pg_engine, "before_cursor_execute", keep)
+    try:
+        with session_scope(pg_engine, write=False) as s:
+            queue(s, actor=actor, now=now)
+            headline(s, actor=actor, now=now)
+    finally:
+        event.remove(pg_engine, "before_cursor_execute", keep)
+    for marker in ("neg_rank", "open_cases"):
+        statement, parameters = next((st, p) for st, p in sent if marker in st)
+        plan = _generic_plan(pg_engine, statement, parameters)
+        # On a few rows the planner may prefer another index; what must hold is that the
+        # generic plan sees the constant, which is what lets it prove the predicate.
+        assert "ix_cases_triage" in plan or "(state)::text <> 'closed'::text" in plan, plan
+        assert "(state)::text <> ($" not in plan, plan
