@@ -357,7 +357,7 @@ def load_sqlite_into_postgresql(sqlite_path: Path, pg_url: str, *, log: Log,
                         count += len(batch)
                 rows[table.name] = count
             if factor > 1:
-                from benchmarks.replicate import base_ids, statements
+                from benchmarks.replicate import base_ids, recount_stays, statements
 
                 ids = base_ids(lambda sql: pg.execute(sql).fetchone()[0])
                 copy_start = time.perf_counter()
@@ -365,6 +365,9 @@ def load_sqlite_into_postgresql(sqlite_path: Path, pg_url: str, *, log: Log,
                     for sql in statements("postgresql", ids, copy):
                         pg.execute(sql)
                 log(f"    copied x{factor} in {time.perf_counter() - copy_start:.0f} s")
+                # The stay counts are kept by a trigger, which the replica role silenced.
+                for sql in recount_stays("postgresql"):
+                    pg.execute(sql)
         start = time.perf_counter()
         for _, definition in indexes:
             pg.execute(definition)

@@ -323,6 +323,20 @@ class CaseEvent(SQLModel, table=True):
     team_id: int = Field(foreign_key="team.id")
 
 
+
+class StageStayCount(SQLModel, table=True):
+    """How many history rows of a team left `state` after a stay in the eighth of a day
+    `bucket` ([bucket / 8, (bucket + 1) / 8) days). Kept by triggers on case_event
+    (migration 0012), read by the stage-time percentiles
+    (`core.analytics.stay_percentiles`) to find the few index entries a rank lies in."""
+
+    __tablename__ = "stage_stay_count"
+
+    team_id: int = Field(primary_key=True)
+    state: str = Field(primary_key=True, max_length=24)
+    bucket: int = Field(primary_key=True)
+    stays: int
+
 class RecordItem(SQLModel, table=True):
     __tablename__ = "record_item"
     __table_args__ = (

@@ -14,12 +14,11 @@ Splits:
 For the whole table `filt.state` picks the stage, not the case's current state.
 
 Without a period or a split (the page's first view, and the scan's medians), and for the
-split by team without a period (one index range per team), the numbers
-are read off the index (team_id, from_state, days_in_from_state) - or (from_state,
-days_in_from_state) across every team - by `stats.index_percentiles`: a count per state
-and the one or two values at each needed rank, never ranking every stay. A period (a
-cohort of cases) or a split needs the case's other columns, so those take the general
-path, which ranks the stays in SQL; both give the same numbers.
+split by team without a period (once per team), the numbers come from the stay counts
+(`stage_stay_count`, kept by triggers) and the one or two index entries at each needed
+rank (`stay_percentiles`), never reading every stay. A period (a cohort of cases) or a
+split needs the case's other columns, so those take the general path, which ranks the
+stays in SQL; both give the same numbers.
 """
 
 from __future__ import annotations
@@ -27,14 +26,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import ColumnElement, func, literal
+from sqlalchemy import func, literal
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 from sqlmodel import Session, select
 
 from core.actor import Actor
 from core.analytics.filters import CaseFilter, month_of
-from core.analytics.stats import Percentiles, index_percentiles, percentile_select
+from core.analytics.stats import percentile_select
+from core.analytics.stay_percentiles import Percentiles, stay_percentiles
 from core.models import Case, CaseEvent, RecordItem, SlaRule, Team, User
 from core.permissions import Action
 from core.vocab import FUNNEL, CaseState
@@ -46,7 +46,6 @@ Split = Literal["month", "team", "coordinator", "insurer", "facility"]
 SPLITS: tuple[str, ...] = ("month", "team", "coordinator", "insurer", "facility")
 COLUMNS = ["state", "label", "group", "n", "median_days", "p90_days", "sla_days"]
 _ORDER = {s.value: i for i, s in enumerate(FUNNEL)}
-_EVENT = CaseEvent.__table__  # plain columns: the index path runs as Core statements
 
 
 def sla_limits(session: Session) -> dict[str, int]:
@@ -62,9 +61,9 @@ def stage_times(
 
     no_period = filt.start is None and filt.end is None
     if by is None and no_period:
-        rows = _from_index(session, actor, filt)
+        rows = _from_counts(session, actor, filt)
     elif by == "team" and no_period:
-        rows = _teams_from_index(session, actor, filt)
+        rows = _teams_from_counts(session, actor, filt)
     else:
         rows = _ranked(session, actor, filt, by)
     limits = sla_limits(session)
@@ -92,23 +91,22 @@ def stage_percentiles(
 
     No actor: this is for the system's own jobs (the scan's expected remaining days);
     pages go through `stage_times`, which applies the user's reach."""
-    where = [] if team_id is None else [_EVENT.c.team_id == team_id]
-    return _stage_index(session, where, [s.value for s in FUNNEL], fractions)
+    return stay_percentiles(session, team_id=team_id, states=[s.value for s in FUNNEL],
+                            fractions=fractions)
 
 
-def _from_index(session: Session, actor: Actor, filt: CaseFilter) -> list[tuple]:
-    # The reach is a condition on the history's own team column, inside the statement.
-    where = filt.team_conditions(actor, Action.VIEW_ANALYTICS, _EVENT.c.team_id)
+def _from_counts(session: Session, actor: Actor, filt: CaseFilter) -> list[tuple]:
+    """No period, no split: the stay counts of the team in view (or of every team)."""
+    team_id = filt.reach_team(actor, Action.VIEW_ANALYTICS)
     states = [s.value for s in FUNNEL if filt.state in (None, s.value)]
-    got = _stage_index(session, where, states, (0.5, 0.9))
+    got = stay_percentiles(session, team_id=team_id, states=states)
     return [(state, "all", p.n, p.values[0], p.values[1]) for state, p in got.items()]
 
 
-def _teams_from_index(session: Session, actor: Actor, filt: CaseFilter) -> list[tuple]:
-    """The split by team without a period: the index path once per team in reach. The
-    history carries its team, so each team is one index range - ranking every stay of
-    the service instead took about 40 s of CPU at a million cases."""
-    where = filt.team_conditions(actor, Action.VIEW_ANALYTICS, _EVENT.c.team_id)
+def _teams_from_counts(session: Session, actor: Actor, filt: CaseFilter) -> list[tuple]:
+    """The split by team without a period: the stay counts once per team in reach.
+    Ranking every stay of the service instead took about 40 s of CPU at a million
+    cases."""
     states = [s.value for s in FUNNEL if filt.state in (None, s.value)]
     team = Team.__table__.c
     teams = session.connection().execute(
@@ -116,17 +114,9 @@ def _teams_from_index(session: Session, actor: Actor, filt: CaseFilter) -> list[
             actor, Action.VIEW_ANALYTICS, team.id))).all()
     rows = []
     for team_id, name in teams:
-        got = _stage_index(session, [*where, _EVENT.c.team_id == team_id], states, (0.5, 0.9))
+        got = stay_percentiles(session, team_id=team_id, states=states)
         rows += [(state, name, p.n, p.values[0], p.values[1]) for state, p in got.items()]
     return rows
-
-
-def _stage_index(
-    session: Session, where: list[ColumnElement[bool]], states: list[str],
-    fractions: Sequence[float],
-) -> dict[str, Percentiles]:
-    return index_percentiles(session, _EVENT.c.from_state, _EVENT.c.days_in_from_state,
-                             states, where, fractions)
 
 
 def _ranked(session: Session, actor: Actor, filt: CaseFilter, by: Split | None) -> list[tuple]:
