@@ -9,7 +9,6 @@ import streamlit as st
 
 from core.actor import Actor
 from core.analytics.filters import CaseFilter, teams_in_reach
-from core.config import get_settings
 from core.db import get_engine, session_scope
 from core.errors import ValidationError
 from core.permissions import Action, Scope, scope
@@ -25,7 +24,9 @@ def filter_bar(actor: Actor, *, key: str, action: Action = Action.VIEW_ANALYTICS
                state_label: str = "State") -> CaseFilter:
     """Period (cases assessed between two days), team (admins choose; a manager sees
     their own team) and, where it means something, a state."""
-    today = utcnow().astimezone(get_settings().tz).date()
+    # The cohort is in UTC days (CaseFilter): a local today would keep the evening's
+    # newest cases (already tomorrow in UTC) out of reach in zones west of UTC.
+    today = utcnow().date()
     cols = st.columns([3, 2, 2] if state else [3, 2])
     start = end = None
     if period:

@@ -35,10 +35,12 @@ ui.header("Audit log", actor, subtitle="Sign-ins, denials, views, searches, chan
 with session_scope(engine, write=False) as session:
     choices = audit_choices(session, actor=actor, now=now)
 
-today = ui.local(now).date()
+# UTC days, as AuditFilter reads them: with the service's local today, in the evening west
+# of UTC the newest entries (already tomorrow in UTC) fell outside the default period.
+today = now.date()
 c1, c2, c3, c4, c5 = st.columns([3, 2, 3, 2, 2])
-period = c1.date_input("Period", value=(today - timedelta(days=7), today), key="al_period",
-                       max_value=today)
+period = c1.date_input("Period (UTC days)", value=(today - timedelta(days=7), today),
+                       key="al_period", max_value=today)
 user_names = {None: "Anyone", **dict(choices["users"])}
 user_id = c2.selectbox("User", list(user_names), format_func=lambda u: user_names[u],
                        key="al_user")

@@ -6,6 +6,8 @@ SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -90,3 +92,53 @@ def test_percentiles_through_the_counts_equal_numpy_with_stays_on_every_bound(en
             assert got["referral"].n == len(values)
             assert list(got["referral"].values) == pytest.approx(
                 [float(np.percentile(values, p * 100)) for p in fractions], abs=1e-12)
+
+
+@pytest.mark.postgres
+def test_two_moves_and_the_audit_lock_cannot_deadlock_on_a_count_row(pg_engine, now):
+    """A move's count row is locked at COMMIT, after the audit chain's advisory lock that
+    every audited write takes. Locked at the INSERT, this interleaving deadlocked: the
+    first move holds the count row and waits for the advisory lock, which the second holds
+    while it waits for the count row."""
+    from core.audit import _PG_AUDIT_LOCK
+
+    with session_scope(pg_engine) as s:
+        team = make_team(s, now=now)
+        case = make_case(s, now=now, team=team, days_in_state=3)
+        case_id, team_id = case.id, team.id
+    insert = ("INSERT INTO case_event (case_id, team_id, from_state, to_state, at, "
+              "days_in_from_state, version) VALUES (%s, %s, 'referral', 'records_requested', "
+              "now(), 1.0, %s)")
+    first, second = pg_engine.raw_connection(), pg_engine.raw_connection()
+    errors: list[BaseException] = []
+
+    def second_move() -> None:
+        try:
+            cur = second.cursor()
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_AUDIT_LOCK,))
+            cur.execute(insert, (case_id, team_id, 21))
+            second.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+            second.rollback()
+
+    try:
+        cur = first.cursor()
+        cur.execute(insert, (case_id, team_id, 20))
+        thread = threading.Thread(target=second_move)
+        thread.start()
+        time.sleep(0.5)  # the second move holds the advisory lock and has inserted
+        try:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_AUDIT_LOCK,))
+            first.commit()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            first.rollback()
+        thread.join(timeout=30)
+    finally:
+        first.close()
+        second.close()
+    assert not errors, errors
+    with session_scope(pg_engine, write=False) as s:
+        assert _counts(s) == _recount(s)
+        assert _counts(s)[(team_id, "referral", 8)] == 2

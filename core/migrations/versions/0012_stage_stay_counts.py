@@ -3,14 +3,17 @@
 One row per (team, state left, eighth of a day): the number of history rows whose
 `days_in_from_state` lies in [bucket / 8, (bucket + 1) / 8). Stage-time percentiles read
 it to find which bucket holds a rank, then read only that bucket's few entries off
-ix_case_event_team_stage_days (core.analytics.stats.bucket_percentiles). Before, every
+ix_case_event_team_stage_days (core.analytics.stay_percentiles). Before, every
 stay of the team was read: PostgreSQL's percentile_cont over a team's 300,000 stays took
 ~145 ms at a million cases, and even counting them took 82 ms.
 
 Kept by triggers on case_event, like `cases.failed_contacts` (0005), so no writer - the
-moves, the demo, a bulk copy in SQL - can leave it behind. Eighths, not tenths: x * 8 and
-b / 8 are exact in binary floating point, so "bucket >= b" and "days >= b / 8" select
-exactly the same rows and a rank found in the counts is the same rank in the index.
+moves, the demo, a bulk copy in SQL - can leave it behind (on PostgreSQL at COMMIT: see
+below; SQLite writers are serialised by the database lock, so a plain trigger does).
+
+Eighths, not tenths: x * 8 and b / 8 are exact in binary floating point, so "bucket >= b"
+and "days >= b / 8" select exactly the same rows, and a rank found in the counts is the
+same rank in the index.
 
 Filled here from the existing history, set-based.
 
@@ -85,8 +88,14 @@ def upgrade() -> None:
         f"IF TG_OP <> 'DELETE' AND {counted.format(r='NEW')} THEN "
         f"{_add(*new, dialect, 1)}; END IF; "
         "RETURN NULL; END $$")
-    op.execute("CREATE TRIGGER case_event_stay_count AFTER INSERT OR DELETE OR UPDATE OF "
-               "team_id, from_state, days_in_from_state ON case_event FOR EACH ROW "
+    # Deferred to COMMIT: a move locks its count row only once every statement of its
+    # transaction has run - after the audit chain's advisory lock (core.audit), which
+    # every audited write takes. Taken at the INSERT, the count row was locked before the
+    # advisory lock, and two moves waiting for each other's lock deadlocked (twenty
+    # threads at once, tests/security/test_concurrency.py).
+    op.execute("CREATE CONSTRAINT TRIGGER case_event_stay_count AFTER INSERT OR DELETE OR "
+               "UPDATE OF team_id, from_state, days_in_from_state ON case_event "
+               "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
                "EXECUTE FUNCTION case_event_count_stay()")
 
 
