@@ -133,6 +133,36 @@ def fetch_first(conn: Connection, stmt: ClauseElement,
             for (key, process), value in zip(prepared.columns, row, strict=True)}
 
 
+def fetch_all(conn: Connection, sql: str, args: Any) -> list[tuple[Any, ...]]:
+    """Every row of an already compiled SELECT (`sql` in the dialect's placeholder style,
+    `args` already converted for the driver) as the driver's plain tuples, with values
+    as the driver gives them (no result processors).
+
+    While anything listens to the engine's cursor events or echo is on, the statement
+    goes through `exec_driver_sql` instead, so instrumentation, logging and tests that
+    capture statements still see it."""
+    if conn.dispatch.before_cursor_execute or conn.dispatch.after_cursor_execute \
+            or conn.engine.echo:
+        return conn.exec_driver_sql(sql, args).fetchall()
+    pooled = conn.connection
+    cursor = pooled.driver_connection.cursor()
+    try:
+        cursor.execute(sql, args)
+        rows = cursor.fetchall()
+    except conn.dialect.loaded_dbapi.Error as err:
+        # As Connection.execute would: a lost connection is invalidated, so the pool
+        # does not hand it out again.
+        lost = conn.dialect.is_disconnect(err, pooled.dbapi_connection, cursor)
+        cursor.close()
+        if lost:
+            conn.invalidate(err)
+        raise DBAPIError.instance(sql, args, err, conn.dialect.loaded_dbapi.Error,
+                                  connection_invalidated=lost,
+                                  dialect=conn.dialect) from err
+    cursor.close()
+    return rows
+
+
 def execute_sql(conn: Connection, sql: str) -> None:
     """A fixed statement without parameters (SAVEPOINT, RELEASE ...) on the cursor."""
     cursor = conn.connection.driver_connection.cursor()

@@ -17,8 +17,8 @@ Paging is keyset on that key (never OFFSET), the team restriction is inside the 
 open cases are ranked and sorted from the covering index ix_cases_triage, then the wide
 rows of that one page are read, in the same statement with what the *why* and the *next
 action* need (correlated subqueries for those rows only). The statement is compiled once
-per shape and run with `exec_driver_sql`: at a million cases SQLAlchemy's per-execution
-work and its Row objects cost more than the SQL.
+per shape and run on the driver's cursor (`core.driver_sql.fetch_all`): at a million
+cases SQLAlchemy's per-execution work and its Row objects cost more than the SQL.
 
 Search matches the patient's normalised name (`patient.search_name`, built with
 `core.validation.search_key`) or record number; `%`, `_` and `\\` in the search text are
@@ -39,7 +39,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Dialect,
+    Integer,
     Select,
+    String,
     and_,
     bindparam,
     func,
@@ -54,7 +56,7 @@ from sqlalchemy import (
 from sqlalchemy import case as sql_case
 from sqlmodel import Session
 
-from core import audit
+from core import audit, driver_sql
 from core.actor import Actor
 from core.errors import ValidationError
 from core.flag_levels import Moment, level_now
@@ -68,6 +70,7 @@ from core.models import (
     RecordItem,
     Team,
     User,
+    sql_constant,
 )
 from core.permissions import Action, Scope, require, scope, team_filter
 from core.timeutil import as_utc
@@ -105,6 +108,16 @@ SEVERITY_BY_RANK = {s.rank: s for s in FlagSeverity}
 _RANK = {s: s.rank for s in FlagSeverity}
 _STATE = {s.value: s for s in CaseState}
 _STATE_LABEL = {s: s.label for s in CaseState}
+_RECORD_LABEL = {k.value: k.label for k in RecordKind}
+# Module constants, not Enum attributes: read for every row (an Enum member's `.value`
+# is a property).
+_ASSESSED, _REFERRAL = CaseState.ASSESSED, CaseState.REFERRAL
+_RECORDS_REQUESTED, _SCHEDULED, _SEEN = (CaseState.RECORDS_REQUESTED, CaseState.SCHEDULED,
+                                         CaseState.SEEN)
+_PATIENT_CLOCK = FlagKind.PATIENT_CLOCK.value
+_DEADLINE_RISK, _UNREACHABLE = FlagKind.DEADLINE_RISK.value, FlagKind.UNREACHABLE.value
+_NEEDED, _REQUESTED = RecordStatus.NEEDED.value, RecordStatus.REQUESTED.value
+_OBTAINED = ReferralStatus.OBTAINED.value
 
 
 class Assignee:
@@ -191,14 +204,22 @@ class Headline:
 # --- SQL building blocks ------------------------------------------------------------------
 
 
+def _int(value: int) -> ColumnElement[int]:
+    """A constant of our own written into the SQL, not bound. The queue's statement binds
+    only what varies, which keeps it under psycopg's limits for caching its conversion to
+    PostgreSQL's placeholders (4096 bytes, 50 parameters; past them it is redone at every
+    run) and spares the driver and the server a few dozen parameters per run."""
+    return literal_column(str(int(value)), Integer)
+
+
 def _sla_rank_expr(now: ColumnElement[datetime]) -> ColumnElement[int]:
     """The SLA level's rank its stored deadlines give at `now` (0 before due soon, and
     while the clock is not running: the deadlines are NULL then)."""
     return sql_case(
-        (_cases.c.escalate_at <= now, FlagSeverity.ESCALATED.rank),
-        (_cases.c.due_at <= now, FlagSeverity.STALLED.rank),
-        (_cases.c.due_soon_at <= now, FlagSeverity.DUE_SOON.rank),
-        else_=0,
+        (_cases.c.escalate_at <= now, _int(FlagSeverity.ESCALATED.rank)),
+        (_cases.c.due_at <= now, _int(FlagSeverity.STALLED.rank)),
+        (_cases.c.due_soon_at <= now, _int(FlagSeverity.DUE_SOON.rank)),
+        else_=_int(0),
     )
 
 
@@ -210,11 +231,11 @@ def _patient_rank_expr() -> ColumnElement[int]:
     c = _cases.c
     day = c.biopsy_date.type
     return sql_case(
-        (c.outcome_recorded_at.is_not(None), 0),
-        (c.biopsy_date <= bindparam("critical", type_=day), FlagSeverity.ESCALATED.rank),
-        (c.biopsy_date <= bindparam("red", type_=day), FlagSeverity.STALLED.rank),
-        (c.biopsy_date <= bindparam("amber", type_=day), FlagSeverity.DUE_SOON.rank),
-        else_=0,
+        (c.outcome_recorded_at.is_not(None), _int(0)),
+        (c.biopsy_date <= bindparam("critical", type_=day), _int(FlagSeverity.ESCALATED.rank)),
+        (c.biopsy_date <= bindparam("red", type_=day), _int(FlagSeverity.STALLED.rank)),
+        (c.biopsy_date <= bindparam("amber", type_=day), _int(FlagSeverity.DUE_SOON.rank)),
+        else_=_int(0),
     )
 
 
@@ -332,10 +353,10 @@ def _where(shape: _Shape) -> list[ColumnElement]:
         sla_now = c.due_soon_at <= now
         patient_now = _patient_rank_expr() > 0
         if shape.flag == "any":
-            conds.append(or_(select(literal(1)).where(open_flag).exists(), sla_now,
+            conds.append(or_(select(_int(1)).where(open_flag).exists(), sla_now,
                              patient_now))
         else:
-            cond = select(literal(1)).where(open_flag, _flags.c.kind == shape.flag).exists()
+            cond = select(_int(1)).where(open_flag, _flags.c.kind == shape.flag).exists()
             if shape.flag == FlagKind.SLA.value:
                 cond = or_(cond, sla_now)
             elif shape.flag == FlagKind.PATIENT_CLOCK.value:
@@ -360,8 +381,10 @@ def _details(dialect: str) -> list[ColumnElement]:
     """What the *why* and the *next action* need besides the case row, as correlated
     subqueries run for the page's rows only:
     - `flags`: the case's open flags, "kind:severity:state:acknowledged" comma-joined;
-    - `first_record`, `records`: the first outstanding required record
-      ("kind|status|facility") and how many there are (records_requested cases only);
+    - `first_record`: how many outstanding required records there are and the first
+      of them, "count|kind|status|facility" (records_requested cases only). One
+      subquery for both, its count a window over the same rows: as two subqueries
+      PostgreSQL read the case's records twice (0.5 ms of the 1M coordinator's page);
     - `contacted`: whether the patient was ever tried (assessed cases with no failed
       attempt in a row only: `cases.failed_contacts`, kept by triggers, says the rest);
     - `limits`: the SLA limits as `clocks.limits_column` gives them (read at every page:
@@ -373,18 +396,23 @@ def _details(dialect: str) -> list[ColumnElement]:
     flags = (select(_joined(f.kind + colon + f.severity + colon + f.state + colon
                             + acknowledged, dialect))
              .where(f.case_id == c.id, f.resolved_at.is_(None)).scalar_subquery())
-    outstanding = (r.case_id == c.id, r.requirement == Requirement.REQUIRED.value,
-                   or_(r.status == RecordStatus.NEEDED.value,
-                       r.status == RecordStatus.REQUESTED.value))
-    in_records = c.state == CaseState.RECORDS_REQUESTED.value
-    first_record = (select(r.kind + bar + r.status + bar + r.facility).where(*outstanding)
-                    .order_by(r.requested_at, r.id).limit(1).scalar_subquery())
-    count = select(func.count()).select_from(_records).where(*outstanding).scalar_subquery()
-    tried = select(literal(1)).where(k.case_id == c.id).exists()
-    first_call = and_(c.state == CaseState.ASSESSED.value, c.failed_contacts == 0)
+    # `status IN` two constants, not an OR of two bound values: PostgreSQL reads the
+    # case's entries of ix_record_item_case_status in one index scan instead of OR-ing two
+    # bitmap index scans.
+    outstanding = (r.case_id == c.id, r.requirement == sql_constant(Requirement.REQUIRED.value),
+                   r.status.in_([sql_constant(RecordStatus.NEEDED.value),
+                                 sql_constant(RecordStatus.REQUESTED.value)]))
+    in_records = c.state == sql_constant(CaseState.RECORDS_REQUESTED.value)
+    # The window is computed before ORDER BY and LIMIT: it counts every outstanding record.
+    first_record = (select(func.count().over().cast(String) + bar + r.kind + bar + r.status
+                           + bar + r.facility)
+                    .where(*outstanding).order_by(r.requested_at, r.id).limit(_int(1))
+                    .scalar_subquery())
+    tried = select(_int(1)).where(k.case_id == c.id).exists()
+    first_call = and_(c.state == sql_constant(CaseState.ASSESSED.value),
+                      c.failed_contacts == _int(0))
     return [flags.label("flags"),
             sql_case((in_records, first_record), else_=null()).label("first_record"),
-            sql_case((in_records, count), else_=0).label("records"),
             sql_case((first_call, tried), else_=null()).label("contacted"),
             limits_column().label("limits")]
 
@@ -411,11 +439,15 @@ def _queue_statement(dialect: str, shape: _Shape) -> Select:
     # Sorted by the label, not the expression: written twice, the expression would be
     # computed twice per case (its parameters are distinct `?`s to SQLite, so it cannot
     # tell the two are the same).
+    # The page also gives its whole sort key, and the outer query sorts by those columns:
+    # PostgreSQL then sees that the joined rows already come in that order (a nested
+    # loop keeps its outer side's order) instead of sorting the page again by the key
+    # recomputed from the wide case row.
     ranked = neg_rank.label("neg_rank")
-    page = select(c.id.label("id"), ranked)
+    page = select(c.id.label("id"), ranked, due_key.label("due_key"), bio_key.label("bio_key"))
     if shape.search:
         page = page.join(_patients, _patients.c.id == c.patient_id)
-    page = (page.where(*conds).order_by(ranked, due_key, bio_key, c.id)
+    page = (page.where(*conds).order_by(ranked, "due_key", "bio_key", c.id)
             .limit(bindparam("page_limit")).subquery("page"))
     p = _patients.c
     return (
@@ -431,17 +463,19 @@ def _queue_statement(dialect: str, shape: _Shape) -> Select:
         .join(_cases, c.id == page.c.id)
         .join(_patients, p.id == c.patient_id)
         .outerjoin(_users, _users.c.id == c.assignee_id)
-        .order_by(page.c.neg_rank, due_key, bio_key, c.id)
+        .order_by(page.c.neg_rank, page.c.due_key, page.c.bio_key, page.c.id)
     )
 
 
 @dataclass(frozen=True)
 class _Compiled:
-    """A statement compiled once, run on the driver with exec_driver_sql: SQLAlchemy's
-    execute would build the statement's cache key and process every value at every
-    rerun, which cost more than the SQL. Rows come back as named tuples of the values as
-    the driver gives them (on SQLite, dates and times as ISO text: `_when` and `_day`
-    read them); a Row's attribute lookups alone cost a third of a page's Python."""
+    """A statement compiled once, run on the driver's cursor (`driver_sql.fetch_all`):
+    SQLAlchemy's execute would build the statement's cache key and process every value
+    at every rerun, and even exec_driver_sql's execution context and result object cost
+    about 0.7 ms of the PostgreSQL 1M coordinator's page. Rows come back as named tuples
+    of the values as the driver gives them (on SQLite, dates and times as ISO text:
+    `_when` and `_day` read them); a Row's attribute lookups alone cost a third of a
+    page's Python."""
 
     sql: str
     order: tuple[str, ...] | None  # positional drivers (SQLite): parameter names in order
@@ -453,7 +487,11 @@ class _Compiled:
     def of(cls, stmt: Select, dialect: Dialect) -> _Compiled:
         compiled = stmt.compile(dialect=dialect)
         fixed, convert = {}, {}
-        for name, bind in compiled.binds.items():
+        # By the names written in the SQL only (`binds` also holds each anonymous
+        # parameter under its internal key): psycopg caches its conversion of a statement
+        # to PostgreSQL's $n placeholders only up to 50 parameters (and 4096 bytes; see
+        # `_int`), and redid it at every run when handed the queue's 66.
+        for bind, name in compiled.bind_names.items():
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.required:
                 convert[name] = process
@@ -470,7 +508,7 @@ class _Compiled:
             args[name] = process(value) if process else value
         if self.order is not None:
             args = tuple(args[n] for n in self.order)
-        return list(map(self.row._make, conn.exec_driver_sql(self.sql, args).fetchall()))
+        return list(map(self.row._make, driver_sql.fetch_all(conn, self.sql, args)))
 
 
 @lru_cache(maxsize=256)
@@ -485,7 +523,8 @@ def _when(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):  # stored as UTC without an offset
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return as_utc(value)
+    # as_utc, inline: called for several values of every row
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _day(value: Any) -> date | None:
@@ -576,24 +615,30 @@ class _Record(NamedTuple):
 
     @property
     def text(self) -> str:
-        return f"{RecordKind(self.kind).label} from {self.facility}"
+        return f"{_RECORD_LABEL[self.kind]} from {self.facility}"
 
 
 def _queue_row(r: Any, limits: dict, now: datetime) -> QueueRow:
+    """One row of the page. Written for the queue's speed (it runs for every row shown
+    at every rerun): plain dict lookups instead of Enum calls, and no work for what a row
+    does not have (no flags, no pause)."""
     biopsy = _day(r.biopsy_date)
-    row = QueueRow(
+    patient_days = (now.date() - biopsy).days if biopsy else None
+    flags = _flags_of(r) if r.flags else []
+    if r.first_record:
+        records, kind, status, facility = r.first_record.split("|", 3)
+        first, records = _Record(kind, status, facility), int(records)
+    else:
+        first, records = None, 0
+    return QueueRow(
         case_id=r.id, version=r.version, patient_name=f"{r.first_name} {r.last_name}",
         mrn=r.mrn, state=r.state, severity=SEVERITY_BY_RANK.get(-int(r.neg_rank)),
-        due_at=_when(r.due_at), biopsy_date=biopsy,
-        patient_days=(now.date() - biopsy).days if biopsy else None,
+        due_at=_when(r.due_at), biopsy_date=biopsy, patient_days=patient_days,
         assignee=r.assignee_name, on_hold=bool(r.on_hold),
+        why=_why(r, patient_days, limits, first, records, flags, now),
+        next_action=_next_action(r, first, flags, now),
+        flags=[f.text for f in flags],
     )
-    flags = _flags_of(r)
-    first = _Record(*r.first_record.split("|", 2)) if r.first_record else None
-    row.flags = [f.text for f in flags]
-    row.why = _why(r, row, limits, first, flags, now)
-    row.next_action = _next_action(r, first, flags, now)
-    return row
 
 
 def _days(value: float) -> str:
@@ -601,8 +646,8 @@ def _days(value: float) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
-def _why(r: Any, row: QueueRow, limits: dict, first: _Record | None, flags: list[_Flag],
-         now: datetime) -> str:
+def _why(r: Any, patient_days: int | None, limits: dict, first: _Record | None,
+         records: int, flags: list[_Flag], now: datetime) -> str:
     state = _STATE[r.state]
     parts: list[str] = []
     if r.on_hold:
@@ -610,50 +655,58 @@ def _why(r: Any, row: QueueRow, limits: dict, first: _Record | None, flags: list
         parts.append(f"{_STATE_LABEL[state]} - on hold{until}: "
                      f"{r.hold_reason or 'no reason given'}")
     else:
-        held = timedelta(seconds=r.paused_seconds or 0)
-        in_state = max(0.0, (now - _when(r.state_entered_at) - held).total_seconds() / 86400)
+        since = now - _when(r.state_entered_at)
+        if r.paused_seconds:
+            since -= timedelta(seconds=r.paused_seconds)
+        in_state = max(0.0, since.total_seconds() / 86400)
         limit = limits.get(r.state)
         head = f"{_STATE_LABEL[state]} {_days(in_state)}"
         if limit is not None:
             head += f", limit {limit.days}" + (" business days" if limit.business_days else "")
         parts.append(head)
     detail = None
-    failed = r.failed_contacts or 0
-    if state is CaseState.RECORDS_REQUESTED and first is not None:
-        verb = "not received" if first.status == RecordStatus.REQUESTED else "not requested yet"
-        detail = f"{first.text} {verb}"
-        if r.records > 1:
-            detail += f" (+{r.records - 1} more)"
-    elif state is CaseState.ASSESSED:
+    if state is _RECORDS_REQUESTED:
+        if first is not None:
+            verb = "not received" if first.status == _REQUESTED else "not requested yet"
+            detail = f"{first.text} {verb}"
+            if records > 1:
+                detail += f" (+{records - 1} more)"
+    elif state is _ASSESSED:
+        failed = r.failed_contacts or 0
         if failed:
             detail = f"{failed} failed contact attempt{'s' if failed != 1 else ''} in a row"
         elif not r.contacted:
             detail = "no contact with the patient yet"
-    elif state is CaseState.REFERRAL:
+    elif state is _REFERRAL:
         if r.specialist_id is None:
             detail = "no specialist chosen"
-        elif r.referral_required and r.referral_status != ReferralStatus.OBTAINED.value:
+        elif r.referral_required and r.referral_status != _OBTAINED:
             detail = f"insurance referral {r.referral_status.replace('_', ' ')}"
-    elif state is CaseState.SCHEDULED and r.appointment_at is not None:
-        detail = f"appointment {_when(r.appointment_at):%d %b %H:%M} UTC"
-    elif state is CaseState.SEEN:
+    elif state is _SCHEDULED:
+        if r.appointment_at is not None:
+            detail = f"appointment {_when(r.appointment_at):%d %b %H:%M} UTC"
+    elif state is _SEEN:
         detail = "outcome not recorded"
     if detail:
         parts.append(detail)
     # The patient clock is told as soon as its level applies, before the scan raises
     # its flag (it ranks the case from then on), in its place by level.
+    if not flags:  # the usual row: at most the patient clock to tell
+        if r.patient_rank and patient_days is not None:
+            parts.append(f"patient clock {patient_days} days since biopsy")
+        return " - ".join(parts)
     signals = flags
-    if r.patient_rank and all(f.kind != FlagKind.PATIENT_CLOCK for f in flags):
-        signals = sorted([*flags, _Flag(FlagKind.PATIENT_CLOCK.value,
-                                        SEVERITY_BY_RANK[r.patient_rank], False)],
+    if r.patient_rank and all(f.kind != _PATIENT_CLOCK for f in flags):
+        signals = sorted([*flags, _Flag(_PATIENT_CLOCK, SEVERITY_BY_RANK[r.patient_rank],
+                                        False)],
                          key=lambda f: (-_RANK[f.level], f.kind))
     for f in signals:
-        if f.kind == FlagKind.PATIENT_CLOCK and row.patient_days is not None:
-            parts.append(f"patient clock {row.patient_days} days since biopsy")
-        elif f.kind == FlagKind.DEADLINE_RISK and r.planned_treatment_start is not None:
+        if f.kind == _PATIENT_CLOCK and patient_days is not None:
+            parts.append(f"patient clock {patient_days} days since biopsy")
+        elif f.kind == _DEADLINE_RISK and r.planned_treatment_start is not None:
             parts.append(f"treatment planned {_day(r.planned_treatment_start).isoformat()}: "
                          "remaining stages may not fit")
-        elif f.kind == FlagKind.UNREACHABLE and state is not CaseState.ASSESSED:
+        elif f.kind == _UNREACHABLE and state is not _ASSESSED:
             parts.append("patient unreachable")
     return " - ".join(parts)
 
@@ -663,33 +716,33 @@ def _next_action(r: Any, first: _Record | None, flags: list[_Flag], now: datetim
     failed = r.failed_contacts or 0
     if r.on_hold:
         return "Resume when the hold is over"
-    if any(f.kind == FlagKind.UNREACHABLE for f in flags) or failed >= 3:
+    if failed >= 3 or (flags and any(f.kind == _UNREACHABLE for f in flags)):
         return "Try another channel to reach the patient"
-    if state is CaseState.ASSESSED:
+    if state is _ASSESSED:
         if r.assignee_id is None:
             return "Assign a coordinator"
         if failed or not r.contacted:
             return "Call the patient"
         return "Start the referral"
-    if state is CaseState.REFERRAL:
+    if state is _REFERRAL:
         if r.specialist_id is None:
             return "Choose a specialist"
-        if r.referral_required and r.referral_status != ReferralStatus.OBTAINED.value:
+        if r.referral_required and r.referral_status != _OBTAINED:
             return "Obtain the insurance referral"
         return "Request records"
-    if state is CaseState.RECORDS_REQUESTED:
+    if state is _RECORDS_REQUESTED:
         if first is None:
             return "Mark records complete"
-        if first.status == RecordStatus.NEEDED:
+        if first.status == _NEEDED:
             return f"Request {first.text}"
-        return f"Chase {first.facility} for the {RecordKind(first.kind).label}"
+        return f"Chase {first.facility} for the {_RECORD_LABEL[first.kind]}"
     if state is CaseState.RECORDS_RECEIVED:
         return "Schedule the visit"
-    if state is CaseState.SCHEDULED:
+    if state is _SCHEDULED:
         if r.appointment_at is not None and _when(r.appointment_at) <= now:
             return "Mark seen"
         return "Confirm the appointment with the patient"
-    if state is CaseState.SEEN:
+    if state is _SEEN:
         return "Record the outcome"
     return ""
 
