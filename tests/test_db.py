@@ -1,3 +1,4 @@
+import time
 from datetime import UTC, date, datetime
 
 import pytest
@@ -149,3 +150,32 @@ def test_an_existing_sqlite_file_keeps_the_permissions_the_operator_gave_it(tmp_
     path.chmod(0o640)
     create_db_engine(f"sqlite:///{path}").dispose()
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+@pytest.mark.postgres
+def test_plain_reads_on_postgresql_run_each_statement_on_its_own(pg_engine):
+    """plain_reads: no BEGIN/COMMIT around a page's reads - each statement is its own
+    transaction (now() moves between them); a normal read session is one transaction."""
+    def two_nows(**kw) -> tuple:  # noqa: ANN003
+        with session_scope(pg_engine, write=False, **kw) as s:
+            first = s.connection().exec_driver_sql("SELECT now()").scalar_one()
+            time.sleep(0.01)
+            return first, s.connection().exec_driver_sql("SELECT now()").scalar_one()
+
+    one, two = two_nows(plain_reads=True)
+    assert two > one
+    one, two = two_nows()
+    assert two == one
+    # the pool's connections are back in transactions afterwards
+    with session_scope(pg_engine) as s:
+        assert s.connection().exec_driver_sql("SHOW transaction_isolation").scalar_one() \
+            == "read committed"
+        first = s.connection().exec_driver_sql("SELECT now()").scalar_one()
+        time.sleep(0.01)
+        assert s.connection().exec_driver_sql("SELECT now()").scalar_one() == first
+
+
+def test_plain_reads_are_an_ordinary_read_transaction_on_sqlite(sqlite_engine):
+    with session_scope(sqlite_engine, write=False, plain_reads=True) as s:
+        assert s.connection().exec_driver_sql("SELECT 1").scalar_one() == 1
+        assert s.connection().connection.driver_connection.in_transaction

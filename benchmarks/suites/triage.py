@@ -40,7 +40,8 @@ def _ours(ctx: Ctx, who: Actor, after=None):  # noqa: ANN001, ANN202
     filters = TriageFilters.default_for(who)
 
     def first() -> object:
-        with session_scope(ctx.engine, write=False) as session:
+        # As My day reads it (dashboard/pages/my_day.py).
+        with session_scope(ctx.engine, write=False, plain_reads=True) as session:
             return queue(session, actor=who, now=ctx.now, filters=filters, after=after,
                          limit=_page(ctx))
 
