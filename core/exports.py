@@ -78,7 +78,7 @@ from sqlalchemy import (
 from core.actor import Actor
 from core.analytics.filters import CaseFilter
 from core.audit import record, record_now
-from core.db import session_scope
+from core.db import SQLITE_CACHE_KIB, session_scope
 from core.errors import PermissionDenied, ValidationError
 from core.models import REASON_MAX, Case, CaseEvent, Patient, Team, User
 from core.permissions import Action, require
@@ -498,6 +498,9 @@ def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
+EXPORT_CACHE_KIB = 2_048  # SQLite's default page cache: enough for one pass
+
+
 def _raw_chunks(engine: Engine, stmt: Select, chunk: int) -> Iterator[Sequence[Sequence]]:
     """Rows of `stmt`, `chunk` at a time, in bounded memory. SQLAlchemy binds and runs
     the statement; on SQLite the rows are then read from its DBAPI cursor as plain
@@ -506,6 +509,11 @@ def _raw_chunks(engine: Engine, stmt: Select, chunk: int) -> Iterator[Sequence[S
     reads one row ahead on those, so there its rows are taken as they are."""
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
+            # One pass over every row gains nothing from the page cache the pool's
+            # connections keep for pages read again (core.db, 64 MB): filled by this
+            # walk, it was 64 MB of the export process's 162 at 100,000 cases. Lowering
+            # it frees the pages; the connection gets its usual size back afterwards.
+            conn.exec_driver_sql(f"PRAGMA cache_size=-{EXPORT_CACHE_KIB}")
             result = conn.execute(stmt)
             try:
                 cursor = result.cursor
@@ -513,6 +521,7 @@ def _raw_chunks(engine: Engine, stmt: Select, chunk: int) -> Iterator[Sequence[S
                     yield rows
             finally:
                 result.close()
+                conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             return
         result = conn.execution_options(stream_results=True, yield_per=chunk).execute(stmt)
         # FIELD-NOTES: partitions() without a size buffered the whole result.

@@ -246,3 +246,36 @@ def test_export_filter_selects_the_cases_the_analytics_pages_count(engine, now, 
     in_referral = read_back(export_to_file(engine, manager, ExportRequest(
         ExportKind.CASES, state_filter), tmp_path / "r.csv", now=now).path)
     assert len(in_referral) == pipeline.set_index("state").loc["referral", "open"]
+
+
+def test_a_sqlite_export_reads_with_a_small_page_cache_and_gives_the_usual_one_back(
+        sqlite_engine, now, tmp_path):
+    """The 64 MB page cache the pool's connections keep (core.db) would fill with pages an
+    export reads once; the export's connection uses SQLite's default size and returns to
+    the pool with the usual one."""
+    from sqlalchemy import event
+
+    from core.db import SQLITE_CACHE_KIB
+    from core.exports import EXPORT_CACHE_KIB
+
+    with session_scope(sqlite_engine) as session:
+        hostile = seed_hostile(session, now)
+    sizes: list[str] = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if statement.startswith("PRAGMA cache_size"):
+            sizes.append(statement)
+        elif "FROM case_event" in statement:
+            sizes.append(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+
+    event.listen(sqlite_engine, "before_cursor_execute", keep)
+    try:
+        export_to_file(sqlite_engine, actor_for(hostile.admin),
+                       ExportRequest(ExportKind.EVENTS), tmp_path / "e.csv", now=now)
+    finally:
+        event.remove(sqlite_engine, "before_cursor_execute", keep)
+    assert f"PRAGMA cache_size=-{EXPORT_CACHE_KIB}" in sizes
+    assert -EXPORT_CACHE_KIB in sizes  # the events were read with the small cache
+    assert sizes[-1] == f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}"
+    with sqlite_engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -SQLITE_CACHE_KIB
