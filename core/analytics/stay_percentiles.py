@@ -50,32 +50,34 @@ def stay_percentiles(
     percentiles, for one team or (None) every team together. The caller has checked that
     the actor may see this scope."""
     con = session.connection()
-    counts = select(_COUNT.c.state, _COUNT.c.bucket, func.sum(_COUNT.c.stays)).where(
-        _COUNT.c.state.in_(list(states)), _COUNT.c.stays > 0)
+    scope = [_COUNT.c.state.in_(list(states)), _COUNT.c.stays > 0]
     if team_id is not None:
-        counts = counts.where(_COUNT.c.team_id == team_id)
-    counts = counts.group_by(_COUNT.c.state, _COUNT.c.bucket).order_by(
-        _COUNT.c.state, _COUNT.c.bucket)
+        scope.append(_COUNT.c.team_id == team_id)
+    stays = func.sum(_COUNT.c.stays)
+    counts = (select(_COUNT.c.state, _COUNT.c.bucket, stays).where(*scope)
+              .group_by(_COUNT.c.state, _COUNT.c.bucket)
+              .order_by(_COUNT.c.state, _COUNT.c.bucket))
+    totals = select(_COUNT.c.state, stays).where(*scope).group_by(_COUNT.c.state)
 
     def read_counts() -> dict[str, list[tuple[int, int]]]:
         found: dict[str, list[tuple[int, int]]] = {}
-        for state, bucket, stays in con.execute(counts):
-            found.setdefault(state, []).append((int(bucket), int(stays)))
+        for state, bucket, n in con.execute(counts).all():  # all(): one fetch, not per row
+            found.setdefault(state, []).append((int(bucket), int(n)))
         return found
 
     buckets = read_counts()
     # SQLite reads one snapshot for the whole transaction. PostgreSQL (READ COMMITTED)
-    # takes one per statement: if the counts moved while the values were read, a move
-    # committed in between may have shifted a rank, so read again (moves are rare next
-    # to these few milliseconds; the last try's numbers stand).
+    # takes one per statement: if a move committed while the values were read (moves only
+    # add history rows, so a state's total grows), a rank may have shifted - read again
+    # (rare next to these few milliseconds; the last try's numbers stand).
     for _ in range(3):
         out = _from_buckets(con, buckets, team_id, states, fractions)
         if con.dialect.name == "sqlite":
             break
-        again = read_counts()
-        if again == buckets:
+        now = {state: int(n) for state, n in con.execute(totals).all()}
+        if now == {state: sum(n for _, n in found) for state, found in buckets.items()}:
             break
-        buckets = again
+        buckets = read_counts()
     return out
 
 
