@@ -279,6 +279,23 @@ def test_contact_attempts_in_the_why_and_the_next_action(engine, now):
     assert rows[gone.id].next_action == "Try another channel to reach the patient"
 
 
+def _statements_sent(engine, read) -> list:  # noqa: ANN001
+    """(statement, parameters) of every statement `read(session)` sends, in a read
+    session (a listener on the engine: the queue then runs through exec_driver_sql)."""
+    sent = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        with session_scope(engine, write=False) as s:
+            read(s)
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    return sent
+
+
 def test_the_queue_is_ranked_from_the_triage_index_alone(sqlite_engine, now):
     """Every input of the rank (the derived levels included) is in ix_cases_triage: the
     scope's open cases are ranked without reading a wide case row (SQLite's plan;
@@ -288,17 +305,7 @@ def test_the_queue_is_ranked_from_the_triage_index_alone(sqlite_engine, now):
         team, _, me = _setup(s, now)
         make_case(s, now=now, team=team, assignee=me, state="referral", days_in_state=3)
         actor = actor_for(me)
-    sent = []
-
-    def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        sent.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
-        with session_scope(engine, write=False) as s:
-            queue(s, actor=actor, now=now)
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
+    sent = _statements_sent(engine, lambda s: queue(s, actor=actor, now=now))
     statement, parameters = next((st, p) for st, p in sent if "neg_rank" in st)
     with engine.connect() as conn:
         plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
@@ -371,18 +378,8 @@ def test_prepared_queue_statements_can_use_the_open_cases_index(pg_engine, now):
         team, _, me = _setup(s, now)
         make_case(s, now=now, team=team, assignee=me, state="referral", days_in_state=3)
         actor = actor_for(me)
-    sent = []
-
-    def keep(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        sent.append((statement, parameters))
-
-    event.listen(pg_engine, "before_cursor_execute", keep)
-    try:
-        with session_scope(pg_engine, write=False) as s:
-            queue(s, actor=actor, now=now)
-            headline(s, actor=actor, now=now)
-    finally:
-        event.remove(pg_engine, "before_cursor_execute", keep)
+    sent = _statements_sent(pg_engine, lambda s: (queue(s, actor=actor, now=now),
+                                                  headline(s, actor=actor, now=now)))
     for marker in ("neg_rank", "open_cases"):
         statement, parameters = next((st, p) for st, p in sent if marker in st)
         plan = _generic_plan(pg_engine, statement, parameters)
