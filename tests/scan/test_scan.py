@@ -416,3 +416,27 @@ def test_a_scan_that_raises_many_flags_refreshes_their_planner_statistics(pg_eng
     with pg_engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT reltuples FROM pg_class "
                                     "WHERE oid = 'case_flag'::regclass").scalar_one() == 5
+
+
+def test_a_full_scan_resets_the_rank_of_cases_whose_ranked_flags_are_gone(engine, now):
+    """The reset of flag_rank (on PostgreSQL a set difference, see _update_flag_rank):
+    a case ranked without a ranked open flag goes back to 0; one with a flag keeps the
+    flag's rank; a resolved flag does not count."""
+    from core.scan import sweep
+
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        stale, flagged, resolved = (
+            make_case(session, now=now, team=team, state="referral", days_in_state=2,
+                      biopsy_days_ago=None) for _ in range(3))
+        for case in (stale, flagged, resolved):
+            case.flag_rank = 3
+        session.add(CaseFlag(case_id=flagged.id, kind="unreachable", severity="stalled",
+                             state="referral", raised_at=now))
+        session.add(CaseFlag(case_id=resolved.id, kind="unreachable", severity="stalled",
+                             state="referral", raised_at=now, resolved_at=now))
+    with session_scope(engine) as session:
+        sweep._update_flag_rank(session, None)
+    with session_scope(engine, write=False) as session:
+        ranks = dict(session.execute(select(Case.id, Case.flag_rank)).all())
+    assert (ranks[stale.id], ranks[flagged.id], ranks[resolved.id]) == (0, 2, 0)
