@@ -242,3 +242,28 @@ def test_a_scan_that_empties_the_dirty_index_drops_its_stale_statistics(
     assert stale() == [("3 1",)]
     assert run_scan(sqlite_engine, now=now).full is full
     assert stale() == []
+
+
+def test_time_moving_forward_raises_from_the_range_without_listing_the_cases(engine, now):
+    # A case the clock alone moved past its SLA threshold is raised straight from the
+    # index range: it is not on the work list (examined counts the list) and gets one
+    # flag; a case also written since is listed, and the range's anti-join leaves it at
+    # one flag too. Moving the clock back lists them again and resolves both.
+    with session_scope(engine) as session:
+        team = make_team(session, now=now)
+        untouched, written = (make_case(session, now=now, team=team, state="referral",
+                                        biopsy_days_ago=None) for _ in range(2))
+    first = run_scan(engine, now=now)
+    assert first.full and first.changed == 0
+    with session_scope(engine) as session:
+        session.execute(update(Case).where(Case.id == written.id).values(
+            planned_treatment_start=now.date() + timedelta(days=400)))
+    later = run_scan(engine, now=now + timedelta(days=30))
+    assert (later.raised, later.resolved, later.examined, later.full) == (2, 0, 1, False)
+    with session_scope(engine) as session:
+        assert {(c, k) for c, k, _, _ in flag_state(session)[0]} == {
+            (untouched.id, "sla"), (written.id, "sla")}
+    back = run_scan(engine, now=now)
+    assert (back.raised, back.resolved, back.examined) == (0, 2, 2)
+    with session_scope(engine) as session:
+        assert flag_state(session)[0] == set()

@@ -350,10 +350,10 @@ def test_failed_scan_writes_nothing_but_a_failed_job_run(engine, now, monkeypatc
 
     real = sweep._sweep_kind
 
-    def explode(session, rule, ctx):
+    def explode(session, rule, ctx, *direct):
         if rule.kind == "patient_clock":
             raise RuntimeError("disk on fire")
-        return real(session, rule, ctx)
+        return real(session, rule, ctx, *direct)
 
     monkeypatch.setattr(sweep, "_sweep_kind", explode)
     with pytest.raises(RuntimeError):

@@ -27,8 +27,8 @@ SLOW_SCAN = textwrap.dedent("""
     from core.timeutil import utcnow
 
     real = sweep._sweep_kind
-    def stuck(session, rule, ctx):
-        counts = real(session, rule, ctx)
+    def stuck(session, rule, ctx, *direct):
+        counts = real(session, rule, ctx, *direct)
         print("midway", rule.kind, counts["raised"], flush=True)
         time.sleep(60)
         return counts
