@@ -63,9 +63,9 @@ def statements(dialect: str, max_ids: dict[str, int], copy: int) -> list[str]:
 def recount_stays(dialect: str) -> list[str]:
     """stage_stay_count recomputed from the history (migration 0012's triggers keep it
     row by row; a bulk copy with triggers off, as PostgreSQL's replica role, does not)."""
-    bucket = ("floor(days_in_from_state * 8)::integer" if dialect == "postgresql" else
-              "(CAST(days_in_from_state * 8 AS INTEGER) - "
-              "(days_in_from_state * 8 < CAST(days_in_from_state * 8 AS INTEGER)))")
+    from core.analytics.stay_percentiles import bucket_sql
+
+    bucket = bucket_sql("days_in_from_state", dialect)
     return ["DELETE FROM stage_stay_count",
             "INSERT INTO stage_stay_count (team_id, state, bucket, stays) "  # noqa: S608
             f"SELECT team_id, from_state, {bucket}, count(*) FROM case_event "

@@ -176,21 +176,20 @@ def session_scope(engine: Engine | None = None, *, write: bool = True,
 
 
 def _write_bind(engine: Engine) -> Engine:
-    """The engine with the write option, made once per engine: building it costs more than
-    a whole read transaction, and every write transaction asks for it."""
-    bind = engine.__dict__.get("_casedesk_write_bind")
-    if bind is None:
-        bind = engine.__dict__["_casedesk_write_bind"] = engine.execution_options(
-            **{_WRITE_OPTION: True})
-    return bind
+    return _bound(engine, "_casedesk_write_bind", **{_WRITE_OPTION: True})
 
 
 def _autocommit_bind(engine: Engine) -> Engine:
-    """The engine in autocommit, made once per engine (as `_write_bind`)."""
-    bind = engine.__dict__.get("_casedesk_autocommit_bind")
+    return _bound(engine, "_casedesk_autocommit_bind", isolation_level="AUTOCOMMIT")
+
+
+def _bound(engine: Engine, key: str, **options: object) -> Engine:
+    """The engine with execution `options`, made once per engine and kept on it under
+    `key`: building it costs more than a whole read transaction, and every transaction
+    of its kind asks for it."""
+    bind = engine.__dict__.get(key)
     if bind is None:
-        bind = engine.__dict__["_casedesk_autocommit_bind"] = engine.execution_options(
-            isolation_level="AUTOCOMMIT")
+        bind = engine.__dict__[key] = engine.execution_options(**options)
     return bind
 
 

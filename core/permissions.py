@@ -96,12 +96,19 @@ def require(actor: Actor, action: Action, team_id: int | None = None, *,
                                case_id=case_id)
 
 
-def team_filter(actor: Actor, action: Action, team_column: ColumnElement) -> ColumnElement[bool]:
-    """The SQL condition restricting a query to what the actor may see."""
+def team_reach(actor: Actor, action: Action) -> int | None:
+    """The one team the actor's reach for `action` is limited to, or None for every
+    team; a role with no reach here is refused."""
     reach = scope(actor, action)
     if reach is Scope.ALL:
-        return true()
+        return None
     if reach is Scope.NONE or actor.team_id is None:
         raise PermissionDenied(f"Your role ({actor.role.value}) may not {_verb(action)}.",
                                actor=actor, action=action.value)
-    return team_column == actor.team_id
+    return actor.team_id
+
+
+def team_filter(actor: Actor, action: Action, team_column: ColumnElement) -> ColumnElement[bool]:
+    """The SQL condition restricting a query to what the actor may see."""
+    team = team_reach(actor, action)
+    return true() if team is None else team_column == team

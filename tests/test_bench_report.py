@@ -44,3 +44,14 @@ def test_a_full_run_after_partial_ones_keeps_one_run_line(tmp_path):
     section = report.readme_section(report.load_results(tmp_path), {"CPU": "2 cores"})
     assert "  - scan, triage: measured day 3 09:00" in section
     assert "day 1" not in section
+
+
+def test_verdicts_are_shown_only_at_the_size_the_targets_are_set_for():
+    from benchmarks.report import Target
+
+    rows = []
+    for size in (100_000, 1_000_000):
+        row = Row("scan", "scan: nothing changed", Stat([250.0]), None, None, size=size,
+                  backend="sqlite", targets=[Target("value", 200, "≤ 200 ms")])
+        rows.append(report.table_rows([row])[0][-1])
+    assert rows == ["—", "≤ 200 ms: MISSED"]

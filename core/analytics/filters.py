@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, literal
+from sqlalchemy import ColumnElement
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import func
 
 from core.actor import Actor
 from core.errors import ValidationError
 from core.models import Case
-from core.permissions import Action, Scope, require, scope, team_filter
+from core.permissions import Action, require, team_filter, team_reach
 from core.timeutil import start_of_day
 from core.vocab import CaseState
 
@@ -80,13 +80,11 @@ class CaseFilter:
         """The one team the view covers, or None for every team: the chosen team if
         the actor may see it, else the actor's own team, or every team for a role that
         sees them all. Refuses (and audits) as `team_conditions` does."""
-        reach = scope(actor, action)
-        if reach is not Scope.ALL:
-            team_filter(actor, action, literal(0))  # raises for a role with no reach here
+        own = team_reach(actor, action)  # raises for a role with no reach here
         if self.team_id is not None:
             require(actor, action, self.team_id)
             return self.team_id
-        return None if reach is Scope.ALL else actor.team_id
+        return own
 
     def describe(self) -> dict[str, Any]:
         """The filter as plain values, for the audit log and the page caption."""

@@ -36,6 +36,17 @@ _COUNT = StageStayCount.__table__
 BUCKETS_PER_DAY = 8  # a power of two: bucket bounds are exact floating-point numbers
 
 
+def bucket_sql(days: str, dialect: str) -> str:
+    """A stay's bucket in SQL, floor(days * BUCKETS_PER_DAY) as an integer, for a bulk
+    recount (benchmarks/replicate.py); migration 0012's triggers spell the same with
+    their own frozen copy, as a migration must. SQLite has no floor() without its math
+    extension: CAST truncates toward zero, so one is taken off a negative fraction."""
+    scaled = f"{days} * {BUCKETS_PER_DAY}"
+    if dialect == "postgresql":
+        return f"floor({scaled})::integer"
+    return f"(CAST({scaled} AS INTEGER) - ({scaled} < CAST({scaled} AS INTEGER)))"
+
+
 @dataclass(frozen=True)
 class Percentiles:
     n: int

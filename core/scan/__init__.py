@@ -1,6 +1,6 @@
-"""Stalled-case detection: the set-based scan, flag acknowledgement, the scan summary."""
+"""Stalled-case detection: the set-based scan and flag acknowledgement."""
 
-from core.scan.flags import ScanSummary, acknowledge_flag, scan_summary
+from core.scan.flags import acknowledge_flag
 from core.scan.sweep import (
     RECOMPUTE_JOB,
     SCAN_JOB,
@@ -14,10 +14,8 @@ __all__ = [
     "RECOMPUTE_JOB",
     "SCAN_JOB",
     "ScanResult",
-    "ScanSummary",
     "acknowledge_flag",
     "run_recompute",
     "run_scan",
     "scan_session",
-    "scan_summary",
 ]

@@ -142,3 +142,23 @@ def test_two_moves_and_the_audit_lock_cannot_deadlock_on_a_count_row(pg_engine, 
     with session_scope(pg_engine, write=False) as s:
         assert _counts(s) == _recount(s)
         assert _counts(s)[(team_id, "referral", 8)] == 2
+
+
+def test_a_bulk_recount_in_sql_gives_what_the_triggers_keep(engine, now):
+    # benchmarks/replicate.recount_stays (after a copy with triggers off) buckets with
+    # core's bucket_sql; the triggers with migration 0012's frozen copy: they must agree,
+    # bucket bounds and negative stays included.
+    from benchmarks.replicate import recount_stays
+
+    with session_scope(engine) as s:
+        team = make_team(s, now=now)
+        case = make_case(s, now=now, team=team, days_in_state=3)
+        for i, days in enumerate(DAYS):
+            s.add(CaseEvent(case_id=case.id, team_id=team.id, from_state="referral",
+                            to_state="closed", at=now - timedelta(hours=i),
+                            days_in_from_state=days, version=10 + i))
+    with session_scope(engine) as s:
+        kept = _counts(s)
+        for sql in recount_stays(engine.dialect.name):
+            s.connection().exec_driver_sql(sql)
+        assert _counts(s) == kept == _recount(s)

@@ -14,7 +14,7 @@ from core.db import session_scope
 from core.errors import PermissionDenied, ValidationError
 from core.flag_levels import Moment, current_severity
 from core.models import AuditEntry, Case, CaseEvent, CaseFlag, ContactAttempt, JobRun, SlaRule
-from core.scan import acknowledge_flag, run_recompute, run_scan, scan_summary
+from core.scan import acknowledge_flag, run_recompute, run_scan
 from core.vocab import FUNNEL
 from core.workflows.clocks import (
     DEFAULT_SLA_DAYS,
@@ -319,27 +319,6 @@ def test_acknowledged_flag_stays_open_until_its_cause_is_gone(engine, now):
         with pytest.raises(ValidationError):
             acknowledge_flag(session, flag_id=flag_id, actor=actor_for(user), note="late",
                              now=now)
-
-
-def test_scan_summary_says_when_the_last_scan_ran_and_how_many_are_stalled(engine, now):
-    with session_scope(engine) as session:
-        team = make_team(session, now=now)
-        assert scan_summary(session, now=now).describe() == "no scan yet, 0 stalled"
-        make_case(session, now=now, team=team, state="referral", days_in_state=8,
-                  biopsy_days_ago=None)
-        make_case(session, now=now, team=team, state="referral", days_in_state=6,
-                  biopsy_days_ago=None)
-        make_case(session, now=now, team=make_team(session, now=now), state="referral",
-                  days_in_state=11, biopsy_days_ago=None)
-    run_scan(engine, now=now)
-    with session_scope(engine, write=False) as session:
-        summary = scan_summary(session, now=now + timedelta(minutes=3))
-        assert summary.describe() == "last scan: 3 min ago, 2 stalled"
-        assert summary.due_soon_cases == 1
-        assert scan_summary(session, now=now, team_id=team.id).stalled_cases == 1
-        # a day later the due-soon flag is stalled: the counts are of the levels now
-        later = scan_summary(session, now=now + timedelta(days=1))
-        assert (later.stalled_cases, later.due_soon_cases) == (3, 0)
 
 
 def test_failed_scan_writes_nothing_but_a_failed_job_run(engine, now, monkeypatch):

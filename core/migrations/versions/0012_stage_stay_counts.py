@@ -31,7 +31,8 @@ depends_on = None
 
 def bucket_sql(days: str, dialect: str) -> str:
     """floor(days * 8) as an integer (SQLite has no floor() without its math extension:
-    CAST truncates toward zero, so one is taken off for a negative fraction)."""
+    CAST truncates toward zero, so one is taken off for a negative fraction). Frozen
+    here; running code uses core.analytics.stay_percentiles.bucket_sql."""
     if dialect == "postgresql":
         return f"floor({days} * 8)::integer"
     return f"(CAST({days} * 8 AS INTEGER) - ({days} * 8 < CAST({days} * 8 AS INTEGER)))"
