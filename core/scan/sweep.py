@@ -375,7 +375,7 @@ class _Moved:
     # (their columns are as the previous scan saw them) and the threshold moved forward
     # (`due_soon_at <= now` with a later now; `biopsy_date <= amber` with a later amber).
     # Nothing of theirs to resolve then, so they skip the work list: one INSERT over the
-    # range raises their flags (_raise_moved), reading each case once instead of three
+    # range raises their flags (_sweep_kind), reading each case once instead of three
     # times (the list's fill, the resolve's probe, the raise's probe) - ~37,000 cases a
     # day at a million.
     only_raises: bool = False
