@@ -404,10 +404,12 @@ def _details(dialect: str) -> list[ColumnElement]:
                                  sql_constant(RecordStatus.REQUESTED.value)]))
     in_records = c.state == sql_constant(CaseState.RECORDS_REQUESTED.value)
     # The window is computed before ORDER BY and LIMIT: it counts every outstanding record.
+    # First a record not requested yet (nothing arrives before it is asked for), then the
+    # oldest request. NULLS FIRST said outright: SQLite sorts NULL first, PostgreSQL last.
     first_record = (select(func.count().over().cast(String) + bar + r.kind + bar + r.status
                            + bar + r.facility)
-                    .where(*outstanding).order_by(r.requested_at, r.id).limit(_int(1))
-                    .scalar_subquery())
+                    .where(*outstanding).order_by(r.requested_at.nulls_first(), r.id)
+                    .limit(_int(1)).scalar_subquery())
     tried = select(_int(1)).where(k.case_id == c.id).exists()
     first_call = and_(c.state == sql_constant(CaseState.ASSESSED.value),
                       c.failed_contacts == _int(0))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlmodel import select
 
 from core.db import session_scope
-from core.models import AuditEntry, CaseFlag, ContactAttempt
+from core.models import AuditEntry, CaseFlag, ContactAttempt, RecordItem
 from core.queries.triage import Assignee, TriageFilters, headline, like_pattern, queue
 from core.vocab import FlagSeverity, Role
 from tests.factories import (
@@ -57,6 +57,35 @@ def test_queue_puts_the_worst_flag_first_then_the_furthest_past_the_limit(engine
     assert nxt[late.id] == "Chase Valley Pathology for the glass slides"
     assert nxt[calm.id] == "Choose a specialist"
 
+
+
+def test_a_record_not_requested_yet_comes_before_one_being_chased_on_both_databases(
+        engine, now):
+    # The first outstanding record names the next action. One not requested yet comes
+    # first (nothing can arrive before it is asked for), then the oldest request. SQLite
+    # sorts a NULL requested_at first and PostgreSQL last unless told: the page said
+    # "Request ..." on one and "Chase ..." on the other for the same case.
+    with session_scope(engine) as s:
+        team, _, me = _setup(s, now)
+        case = make_case(s, now=now, team=team, assignee=me, state="records_requested",
+                         days_in_state=3)
+        make_record(s, case=case, now=now, status="requested", kind="pathology_report",
+                    requested_at=now - timedelta(days=3))
+        make_record(s, case=case, now=now, status="needed", kind="glass_slides")
+        make_record(s, case=case, now=now, status="requested", kind="imaging_report",
+                    facility="City Imaging", requested_at=now - timedelta(days=5))
+        actor = actor_for(me)
+    with session_scope(engine, write=False) as s:
+        [row] = queue(s, actor=actor, now=now, filters=TriageFilters(assignee=Assignee.ME)).rows
+    assert row.next_action == "Request glass slides from Valley Pathology"
+    assert row.why.endswith("glass slides from Valley Pathology not requested yet (+2 more)")
+    with session_scope(engine) as s:
+        s.exec(update(RecordItem).where(RecordItem.case_id == case.id,
+                                        RecordItem.status == "needed")
+               .values(status="requested", requested_at=now - timedelta(days=1)))
+    with session_scope(engine, write=False) as s:
+        [row] = queue(s, actor=actor, now=now, filters=TriageFilters(assignee=Assignee.ME)).rows
+    assert row.next_action == "Chase City Imaging for the imaging report"
 
 def test_rank_is_the_stored_flag_rank_or_a_deadline_passed_since_the_scan(engine, now):
     """The queue reads the worst open flag the scan stored (cases.flag_rank), and still
