@@ -13,12 +13,12 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
@@ -173,6 +173,31 @@ def session_scope(engine: Engine | None = None, *, write: bool = True,
         raise
     finally:
         _scopes.depth = depth
+
+
+@contextmanager
+def sqlite_page_cache(conn: Connection, kib: int) -> Iterator[None]:
+    """SQLite: this connection's page cache at `kib` KiB while the block runs, then back
+    to the size it had - also after an error or an early return, so a pooled connection
+    never keeps another job's size. The pool's connections keep SQLITE_CACHE_KIB for
+    pages read again; a scan, which revisits pages, wants more, and a one-pass export
+    none. Other databases: nothing."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = int(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+
+    def set_size(size: int) -> None:
+        conn.exec_driver_sql(f"PRAGMA cache_size={size}")
+
+    set_size(-kib)
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):  # the error in flight matters more than the size
+            set_size(before)
+        raise
+    set_size(before)
 
 
 def _write_bind(engine: Engine) -> Engine:

@@ -78,7 +78,7 @@ from sqlalchemy import (
 from core.actor import Actor
 from core.analytics.filters import CaseFilter
 from core.audit import record, record_now
-from core.db import SQLITE_CACHE_KIB, session_scope
+from core.db import session_scope, sqlite_page_cache
 from core.errors import PermissionDenied, ValidationError
 from core.models import REASON_MAX, Case, CaseEvent, Patient, Team, User
 from core.permissions import Action, require
@@ -513,15 +513,14 @@ def _raw_chunks(engine: Engine, stmt: Select, chunk: int) -> Iterator[Sequence[S
             # connections keep for pages read again (core.db, 64 MB): filled by this
             # walk, it was 64 MB of the export process's 162 at 100,000 cases. Lowering
             # it frees the pages; the connection gets its usual size back afterwards.
-            conn.exec_driver_sql(f"PRAGMA cache_size=-{EXPORT_CACHE_KIB}")
-            result = conn.execute(stmt)
-            try:
-                cursor = result.cursor
-                while rows := cursor.fetchmany(chunk):
-                    yield rows
-            finally:
-                result.close()
-                conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            with sqlite_page_cache(conn, EXPORT_CACHE_KIB):
+                result = conn.execute(stmt)
+                try:
+                    cursor = result.cursor
+                    while rows := cursor.fetchmany(chunk):
+                        yield rows
+                finally:
+                    result.close()
             return
         result = conn.execution_options(stream_results=True, yield_per=chunk).execute(stmt)
         # FIELD-NOTES: partitions() without a size buffered the whole result.

@@ -99,7 +99,7 @@ from sqlmodel import Session
 
 from core import flag_levels
 from core.config import get_settings
-from core.db import session_scope
+from core.db import session_scope, sqlite_page_cache
 from core.models import CASE_IS_OPEN, DETAIL_MAX, Case, CaseFlag, JobRun
 from core.timeutil import as_utc
 from core.vocab import (
@@ -118,7 +118,7 @@ RECOMPUTE_JOB = "recompute_deadlines"
 _PG_SCAN_LOCK = 4_242_004  # transaction-scoped advisory lock serialising scans
 # KiB: 256 MB while a scan runs: a day of changes at 1,000,000 cases (~150,000 flags and
 # case rows) stays in memory instead of spilling to the WAL mid-transaction.
-_SQLITE_SCAN_CACHE = -262144
+_SQLITE_SCAN_CACHE_KIB = 262_144
 # Of the JSON on job_run.context; another version means a full scan. 2: flag_rank leaves
 # the patient clock out (a full scan rewrites every case's rank once).
 CONTEXT_VERSION = 2
@@ -441,9 +441,15 @@ def _fill_work_list(session: Session, moved: list[_Moved]) -> int:
         # SQLite: this transaction holds the write lock, nobody writes in between.
         dirty = select(*_because(cases.c.id, "dirty")).where(_DIRTY).subquery()
         conn.execute(insert(_touched).from_select(columns, listed(list(dirty.c))))
-        _keep_dirty_statistics(conn, conn.execute(
-            update(cases).where(_DIRTY).values(scan_dirty=False)).rowcount)
+        _clear_dirty(conn)
     return conn.execute(select(func.count()).select_from(_touched)).scalar_one()
+
+
+def _clear_dirty(conn: Connection) -> None:
+    """Every dirty mark cleared (SQLite, and a full scan on either database: nobody else
+    writes meanwhile, or the scan will look at every case anyway)."""
+    _keep_dirty_statistics(conn, conn.execute(
+        update(cases).where(_DIRTY).values(scan_dirty=False)).rowcount)
 
 
 def _keep_dirty_statistics(conn: Connection, cleared: int) -> None:
@@ -674,8 +680,7 @@ def scan_session(session: Session, *, now: datetime, settings=None,  # noqa: ANN
     ctx = replace(ctx, incremental=only is not None)
     direct: list[_Moved] = []
     if prev is None:
-        _keep_dirty_statistics(session.connection(), session.execute(
-            update(cases).where(_DIRTY).values(scan_dirty=False)).rowcount)
+        _clear_dirty(session.connection())
         result.examined = session.execute(
             select(func.count()).select_from(cases).where(_OPEN_CASE)).scalar_one()
     else:
@@ -717,33 +722,28 @@ def run_scan(
     now = as_utc(now)
     try:
         with session_scope(engine) as session:
+            conn = session.connection()
             if engine.dialect.name == "postgresql":
                 session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCAN_LOCK})
-            else:
-                # A scan revisits the same case and flag pages several times: a bigger page
-                # cache for this transaction keeps those pages in memory (the connection's
-                # own size is put back below).
-                conn = session.connection()
-                cache_size = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
-                conn.exec_driver_sql(f"PRAGMA cache_size={_SQLITE_SCAN_CACHE}")
-            if still_leader is not None and not still_leader(session, now):
-                return ScanResult(started_at=now, skipped=True)
-            run = JobRun(job=SCAN_JOB, status=JobStatus.RUNNING.value, started_at=now,
-                         worker=worker)
-            session.add(run)
-            session.flush()
-            result = scan_session(session, now=now, settings=settings, full=full)
-            result.seconds = time.perf_counter() - started
-            run.status = JobStatus.OK.value
-            run.finished_at = _finished(now, result.seconds)
-            run.raised = result.raised
-            run.resolved, run.examined = result.resolved, result.examined
-            run.context = result.context
-            session.flush()
-            result.job_run_id = run.id
-            if engine.dialect.name == "sqlite":
-                session.connection().exec_driver_sql(f"PRAGMA cache_size={int(cache_size)}")
-            return result
+            # SQLite: a scan revisits the same case and flag pages several times, so a
+            # bigger page cache while it runs keeps those pages in memory.
+            with sqlite_page_cache(conn, _SQLITE_SCAN_CACHE_KIB):
+                if still_leader is not None and not still_leader(session, now):
+                    return ScanResult(started_at=now, skipped=True)
+                run = JobRun(job=SCAN_JOB, status=JobStatus.RUNNING.value, started_at=now,
+                             worker=worker)
+                session.add(run)
+                session.flush()
+                result = scan_session(session, now=now, settings=settings, full=full)
+                result.seconds = time.perf_counter() - started
+                run.status = JobStatus.OK.value
+                run.finished_at = _finished(now, result.seconds)
+                run.raised = result.raised
+                run.resolved, run.examined = result.resolved, result.examined
+                run.context = result.context
+                session.flush()
+                result.job_run_id = run.id
+                return result
     except Exception as exc:
         _record_failure(engine, SCAN_JOB, now=now, worker=worker, exc=exc,
                         seconds=time.perf_counter() - started)

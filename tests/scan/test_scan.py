@@ -419,3 +419,37 @@ def test_a_full_scan_resets_the_rank_of_cases_whose_ranked_flags_are_gone(engine
     with session_scope(engine, write=False) as session:
         ranks = dict(session.execute(select(Case.id, Case.flag_rank)).all())
     assert (ranks[stale.id], ranks[flagged.id], ranks[resolved.id]) == (0, 2, 0)
+
+
+def test_a_sqlite_scan_gives_its_connection_the_usual_page_cache_back_whatever_happens(
+        sqlite_engine, now, monkeypatch):
+    # The scan runs with a 256 MB page cache; a skipped scan (not the leader) and a
+    # failed one used to return the pooled connection with it.
+    from core.db import SQLITE_CACHE_KIB
+    from core.scan import sweep
+
+    def cache_size() -> int:
+        with sqlite_engine.connect() as conn:
+            return conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+
+    seen = []
+    real = sweep.scan_session
+
+    def spy(session, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append(session.connection().exec_driver_sql("PRAGMA cache_size").scalar_one())
+        return real(session, **kw)
+
+    monkeypatch.setattr(sweep, "scan_session", spy)
+    assert run_scan(sqlite_engine, now=now, still_leader=lambda s, n: False).skipped
+    assert cache_size() == -SQLITE_CACHE_KIB
+    run_scan(sqlite_engine, now=now)
+    assert seen == [-sweep._SQLITE_SCAN_CACHE_KIB]
+    assert cache_size() == -SQLITE_CACHE_KIB
+
+    def explode(session, **kw):  # noqa: ANN001, ANN003, ANN202
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(sweep, "scan_session", explode)
+    with pytest.raises(RuntimeError):
+        run_scan(sqlite_engine, now=now)
+    assert cache_size() == -SQLITE_CACHE_KIB
