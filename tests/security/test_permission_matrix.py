@@ -22,6 +22,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from core import audit
 from core.actor import Actor
 from core.analytics.filters import CaseFilter
 from core.analytics.funnel import funnel
@@ -198,9 +199,16 @@ def p_manage_sla(w, actor, side):
 
 
 def p_view_audit(w, actor, side):
+    # Write the entry to be found first: under xdist this cell may be the first of the
+    # module to run, on an audit log that holds nothing yet.
+    case_id = _new_case(w, side)
     with session_scope(w.engine) as s:
-        rows = search_audit(s, actor=actor, now=w.now, filters=AuditFilter(), limit=5)
-    assert rows
+        audit.record(s, actor=actor_for(side.coordinator, session_id="matrix"),
+                     action="case.view", now=w.now, case_id=case_id)
+    with session_scope(w.engine) as s:
+        rows = search_audit(s, actor=actor, now=w.now,
+                            filters=AuditFilter(case_id=case_id), limit=5)
+    assert [(r.action, r.user_id) for r in rows] == [("case.view", side.coordinator.id)]
 
 
 PROBES: dict[Action, Callable] = {
