@@ -133,10 +133,15 @@ def fetch_first(conn: Connection, stmt: ClauseElement,
             for (key, process), value in zip(prepared.columns, row, strict=True)}
 
 
-def fetch_all(conn: Connection, sql: str, args: Any) -> list[tuple[Any, ...]]:
+def fetch_all(conn: Connection, sql: str, args: Any, *,
+              prepare: bool = False) -> list[tuple[Any, ...]]:
     """Every row of an already compiled SELECT (`sql` in the dialect's placeholder style,
     `args` already converted for the driver) as the driver's plain tuples, with values
     as the driver gives them (no result processors).
+
+    `prepare=True` (PostgreSQL; ignored elsewhere) makes psycopg prepare the statement on
+    the server at its first run on a connection instead of its fifth: for a statement
+    sent at every rerun of a page whose planning costs as much as its execution.
 
     While anything listens to the engine's cursor events or echo is on, the statement
     goes through `exec_driver_sql` instead, so instrumentation, logging and tests that
@@ -147,7 +152,10 @@ def fetch_all(conn: Connection, sql: str, args: Any) -> list[tuple[Any, ...]]:
     pooled = conn.connection
     cursor = pooled.driver_connection.cursor()
     try:
-        cursor.execute(sql, args)
+        if prepare and conn.dialect.name == "postgresql":
+            cursor.execute(sql, args, prepare=True)
+        else:
+            cursor.execute(sql, args)
         rows = cursor.fetchall()
     except conn.dialect.loaded_dbapi.Error as err:
         # As Connection.execute would: a lost connection is invalidated, so the pool

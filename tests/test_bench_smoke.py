@@ -14,6 +14,7 @@ from tests.support.pgcluster import find_bindir
 # Every figure `make bench` reports; a suite that breaks or drops one fails here.
 EXPECTED = {
     "triage: first page",
+    "triage: first page, a new connection",
     "triage: a deep page",
     "triage page rerun (AppTest)",
     "case page queries",

@@ -179,3 +179,23 @@ def test_plain_reads_are_an_ordinary_read_transaction_on_sqlite(sqlite_engine):
     with session_scope(sqlite_engine, write=False, plain_reads=True) as s:
         assert s.connection().exec_driver_sql("SELECT 1").scalar_one() == 1
         assert s.connection().connection.driver_connection.in_transaction
+
+
+@pytest.mark.postgres
+def test_postgresql_sessions_run_in_utc_and_keep_the_urls_own_options(pg_cluster):
+    """Whatever zone the server or the URL names, the app's sessions are in UTC (times
+    come back in datetime.UTC), and the URL's other options still apply."""
+    from urllib.parse import quote
+
+    from core.db import create_db_engine
+
+    cluster, _ = pg_cluster
+    options = quote("-c statement_timeout=4321 -c TimeZone=Asia/Tokyo")
+    eng = create_db_engine(f"{cluster.url('postgres')}?options={options}")
+    try:
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "4321ms"
+            assert conn.exec_driver_sql("SELECT now()").scalar_one().tzinfo is UTC
+    finally:
+        eng.dispose()

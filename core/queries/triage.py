@@ -510,7 +510,8 @@ class _Compiled:
             args[name] = process(value) if process else value
         if self.order is not None:
             args = tuple(args[n] for n in self.order)
-        return list(map(self.row._make, driver_sql.fetch_all(conn, self.sql, args)))
+        return list(map(self.row._make,
+                        driver_sql.fetch_all(conn, self.sql, args, prepare=True)))
 
 
 @lru_cache(maxsize=256)
