@@ -87,6 +87,9 @@ def run_suites(ctx: Ctx, only: set[str]) -> list[Row]:
         if only and name not in only:
             continue
         log(f"  - {name} ({ctx.size:,} cases, {ctx.backend})")
+        upkeep = ctx.catch_up_maintenance()
+        if upkeep:
+            log(f"    {upkeep}")
         start = time.perf_counter()
         try:
             got = fn(ctx)

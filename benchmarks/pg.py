@@ -74,12 +74,14 @@ class KeptCluster(PgCluster):
             with psycopg.connect(self.url("postgres").replace("+psycopg", ""),
                                  autocommit=True) as con:
                 others = con.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
-                    "'client backend' AND pid <> pg_backend_pid()").fetchone()[0]
+                    "SELECT datname, state, left(query, 60) FROM pg_stat_activity"
+                    " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                    ).fetchall()
         except psycopg.Error:
-            others = 0
+            others = []
         if others:
-            log(f"  PostgreSQL left running: {others} other connection(s) use it")
+            log(f"  PostgreSQL left running: {len(others)} other connection(s) use it:"
+                f" {others}")
             return
         self.stop()
 

@@ -21,7 +21,9 @@ _FLOOR_SELECT = (
 )
 
 
-@st.cache_resource
+# closed when the bench clears the cache, or the kept PostgreSQL server counts it as
+# another user and is left running
+@st.cache_resource(on_release=lambda held: held[1].close())
 def connection(url: str, backend: str):  # noqa: ANN201
     ctx = Ctx(backend=backend, size=0, url=url, engine=None, runs=0,
               now=datetime.fromisoformat(os.environ["BENCH_NOW"]), log=print, out_dir=Path())
