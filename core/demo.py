@@ -41,6 +41,7 @@ from sqlmodel import Session
 from core import audit
 from core.actor import Actor
 from core.db import refresh_planner_statistics
+from core.demo_limits import MAX_CASES
 from core.errors import CaseDeskError, ValidationError
 from core.models import (
     DETAIL_MAX,
@@ -78,7 +79,6 @@ from core.workflows.clocks import SlaLimit, ensure_default_rules, load_limits, s
 from core.workflows.guards import PATIENT_SOURCE
 from core.workflows.records import checklist_template, facility_for
 
-MAX_CASES = 2_000_000  # beyond this the run takes many minutes and gigabytes: refuse
 DEFAULT_SEED = 42
 DEFAULT_CHUNK = 5_000
 

@@ -9,7 +9,7 @@ import typer
 
 from core.cli.common import engine, fail, friendly_errors
 from core.config import get_settings
-from core.demo import MAX_CASES
+from core.demo_limits import MAX_CASES
 
 
 def reference_now(value: str | None) -> datetime:
