@@ -80,13 +80,12 @@ class Ctx:
 
     def catch_up_maintenance(self, *, wait_seconds: float = 600) -> str:
         """PostgreSQL: do now the upkeep autovacuum would start on its own during the
-        next suite, then wait for any autovacuum worker still running. After the scan
-        suite's first scan (every case rewritten, ~600,000 flags raised) autovacuum
-        took one of the two cores for the first minutes of the triage suite and nearly
-        doubled its first figure (6.9 ms; the same call gave 2.7 ms minutes later). A
-        running server has long caught up with such a one-off load; the figures are of
-        the queries, not of the minutes after it. SQLite has no background upkeep.
-        Returns what was done, for the log."""
+        next suite, then wait for any autovacuum worker still running, so that no suite
+        shares the two cores with the upkeep of the one before. (In one run autovacuum
+        worked on `cases` and `case_flag` during the triage suite's first minutes, after
+        the scan suite's first scan. It was not what kept the queue page slow: the next
+        run, with this in place, gave the same figures on a slow stretch of the machine.)
+        SQLite has no background upkeep. Returns what was done, for the log."""
         if self.is_sqlite:
             return ""
         import psycopg
