@@ -48,11 +48,12 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     # Sessions in UTC whatever the server's TimeZone: times come back as UTC (psycopg then
     # gives them datetime.UTC, which the queue's row builder takes as is instead of
     # converting ~150 values a page), and any SQL that reads the session's zone
-    # agrees with the rest of the code, which keeps every time in UTC. An `options` the
-    # URL already carries is kept.
+    # agrees with the rest of the code, which keeps every time in UTC. Options already
+    # given are kept: the URL's, and PGOPTIONS (libpq ignores that variable once a
+    # connection names `options` itself).
     given = parsed.query.get("options") or ()
     given = [given] if isinstance(given, str) else list(given)  # a tuple if repeated
-    options = " ".join([*given, "-c TimeZone=UTC"])
+    options = " ".join(filter(None, [os.environ.get("PGOPTIONS"), *given, "-c TimeZone=UTC"]))
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10,
                          connect_args={"options": options})
 

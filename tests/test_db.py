@@ -199,3 +199,20 @@ def test_postgresql_sessions_run_in_utc_and_keep_the_urls_own_options(pg_cluster
             assert conn.exec_driver_sql("SELECT now()").scalar_one().tzinfo is UTC
     finally:
         eng.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_sessions_keep_the_options_of_pgoptions(pg_cluster, monkeypatch):
+    """libpq ignores PGOPTIONS once the connection names `options` (the UTC zone): the
+    operator's variable is passed on with it."""
+    from core.db import create_db_engine
+
+    cluster, _ = pg_cluster
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=4321")
+    eng = create_db_engine(cluster.url("postgres"))
+    try:
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "4321ms"
+            assert conn.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
+    finally:
+        eng.dispose()
