@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"{SMOKE_SIZE} cases on both backends in a temporary folder, one run "
                         "and no warm-up; "
                         "never touches benchmarks/data or the README")
+    p.add_argument("--max-wait", type=float, default=300.0,
+                   help="seconds to wait, before each suite, for a slow stretch of the "
+                        "machine to pass (benchmarks/machine.py: Pace; default 300, 0: never)")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
     p.add_argument("--build-only", action="store_true",
                    help="build (or check) the databases, say how long that took, measure nothing")
@@ -81,7 +84,11 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def run_suites(ctx: Ctx, only: set[str]) -> list[Row]:
+def run_suites(ctx: Ctx, only: set[str], pace: machine.Pace,
+               info: dict[str, dict] | None = None) -> list[Row]:
+    """Every suite asked for, in order. `info` receives, per suite, the machine's speed
+    before and after it and how long the bench waited for a slow stretch to pass
+    (`machine.Pace`), and how many warm-up runs its figures had."""
     rows: list[Row] = []
     for name, fn in _suites():
         if only and name not in only:
@@ -90,6 +97,10 @@ def run_suites(ctx: Ctx, only: set[str]) -> list[Row]:
         upkeep = ctx.catch_up_maintenance()
         if upkeep:
             log(f"    {upkeep}")
+        before, waited = pace.settle()
+        log(f"    machine: calibration {before:.0f} ms (fastest this run "
+            f"{pace.fastest:.0f} ms)" + (f", waited {waited:.0f} s for it" if waited >= 1
+                                          else ""))
         start = time.perf_counter()
         try:
             got = fn(ctx)
@@ -99,7 +110,13 @@ def run_suites(ctx: Ctx, only: set[str]) -> list[Row]:
         for row in got:
             row.size, row.backend = ctx.size, ctx.backend
         rows += got
-        log(f"    {time.perf_counter() - start:.1f} s")
+        after = pace.reading()
+        if info is not None:
+            warmups = getattr(sys.modules[fn.__module__], "warmup_text", None)
+            info[name] = {"pace": f"{before:.0f} ms before, {after:.0f} ms after"
+                                  + (f" (waited {waited:.0f} s)" if waited >= 1 else ""),
+                          "warmup_text": warmups(ctx.warmup) if warmups else None}
+        log(f"    {time.perf_counter() - start:.1f} s; calibration after {after:.0f} ms")
         log(report.render_text(got))  # as it comes: a long run killed half-way still told
     return rows
 
@@ -118,6 +135,8 @@ def run(args: argparse.Namespace) -> list[Row]:
         args.data_dir, args.out_dir = tmp / "data", tmp / "out"
     cluster = None
     all_rows: list[Row] = []
+    # The smoke run checks that every figure comes out, not its value: it never waits.
+    pace = machine.Pace(max_wait=0 if args.smoke else args.max_wait)
     try:
         for size in args.sizes:
             log(f"== {size:,} cases")
@@ -144,13 +163,14 @@ def run(args: argparse.Namespace) -> list[Row]:
                 log(f"  databases ready after {time.perf_counter() - start:.0f} s")
                 load_before = os.getloadavg()[0]
                 calibration = machine.calibrate()
+                per_suite: dict[str, dict] = {}
                 engine = create_db_engine(work_url)
                 ctx = Ctx(backend=backend, size=size, url=work_url, engine=engine,
                           runs=args.runs, warmup=args.warmup, now=now, log=log,
                           naive_runs=args.naive_runs,
                           out_dir=args.out_dir, smoke=args.smoke, cluster=cluster)
                 try:
-                    rows = run_suites(ctx, only)
+                    rows = run_suites(ctx, only, pace, per_suite)
                 finally:
                     ctx.close()
                     engine.dispose()
@@ -169,7 +189,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                 meta["commit"] = _commit()
                 measured = sorted({name for name, _ in _suites() if not only or name in only})
                 report.save_results(args.out_dir, size=size, backend=backend, rows=rows,
-                                    meta=meta, suites=measured)
+                                    meta=meta, suites=measured, per_suite=per_suite)
                 all_rows += rows
                 log("")
                 log(report.render_text(rows))

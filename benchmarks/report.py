@@ -184,7 +184,8 @@ SUITE_ORDER = ("scan", "triage", "case page", "analytics", "export", "transition
 
 
 def save_results(out_dir: Path, *, size: int, backend: str, rows: list[Row],
-                 meta: dict[str, Any], suites: list[str]) -> Path:
+                 meta: dict[str, Any], suites: list[str],
+                 per_suite: dict[str, dict[str, Any]] | None = None) -> Path:
     """Keep the latest results of each (size, backend) so the README can show every
     combination measured, each with the date of its run.
 
@@ -202,7 +203,8 @@ def save_results(out_dir: Path, *, size: int, backend: str, rows: list[Row],
             # results saved before suites were recorded: one run measured them all
             g: _run_info(old["meta"]) for g in {d["group"] for d in old["rows"]}}
     for suite in suites:
-        runs[suite] = _run_info(meta)
+        runs[suite] = {**_run_info(meta),
+                       **{k: v for k, v in (per_suite or {}).get(suite, {}).items() if v}}
     runs = {k: v for k, v in runs.items()
             if k in suites or any(d["group"] == k for d in kept)}
     merged = kept + [r.as_dict() for r in rows]
@@ -300,10 +302,12 @@ def readme_section(results: list[tuple[dict[str, Any], list[Row]]],
 def _describe_run(m: dict[str, Any]) -> str:
     return (f"measured {m.get('finished_at', '?')}"
             + (f" at commit {m['commit']}" if m.get("commit") else "")
-            + f", {m.get('runs', '?')} runs after {m.get('warmup', 1)} warm-up(s)"
+            + f", {m.get('runs', '?')} runs after "
+            + (m.get("warmup_text") or f"{m.get('warmup', 1)} warm-up(s)")
             + (f", the naive ways {m['naive_runs']} run(s)" if m.get("naive_runs") else "")
             + (f"; load average {m['load']}" if m.get("load") else "")
-            + (f"; calibration {m['calibration']}" if m.get("calibration") else ""))
+            + (f"; calibration {m['calibration']}" if m.get("calibration") else "")
+            + (f"; the machine's speed at this suite: {m['pace']}" if m.get("pace") else ""))
 
 
 def update_readme(readme: Path, section: str) -> bool:

@@ -55,3 +55,59 @@ def test_verdicts_are_shown_only_at_the_size_the_targets_are_set_for():
                   backend="sqlite", targets=[Target("value", 200, "≤ 200 ms")])
         rows.append(report.table_rows([row])[0][-1])
     assert rows == ["—", "≤ 200 ms: MISSED"]
+
+
+def test_each_suite_keeps_its_own_speed_reading_and_warm_up(tmp_path):
+    report.save_results(
+        tmp_path, size=1000, backend="sqlite", meta=_meta("day 4 08:00"),
+        rows=[_row("scan", "scan: x", 90), _row("triage", "triage: y", 3)],
+        suites=["scan", "triage"],
+        per_suite={"scan": {"pace": "19 ms before, 20 ms after", "warmup_text": None},
+                   "triage": {"pace": "31 ms before, 19 ms after (waited 40 s)",
+                              "warmup_text": "6 warm-up runs for the queue's pages"}})
+    section = report.readme_section(report.load_results(tmp_path), {"CPU": "2 cores"})
+    scan_line = next(line for line in section.splitlines() if line.startswith("  - scan:"))
+    triage_line = next(line for line in section.splitlines()
+                       if line.startswith("  - triage:"))
+    assert "1 warm-up(s)" in scan_line and "19 ms before, 20 ms after" in scan_line
+    assert "after 6 warm-up runs for the queue's pages" in triage_line
+    assert "31 ms before, 19 ms after (waited 40 s)" in triage_line
+
+
+class _FakeMachine:
+    """Calibration readings from a list, and a clock that moves only when slept."""
+
+    def __init__(self, readings):
+        self.readings, self.now, self.slept = list(readings), 0.0, []
+
+    def read(self):
+        return self.readings.pop(0)
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _pace(fake, **kw):
+    from benchmarks.machine import Pace
+
+    return Pace(read=fake.read, sleep=fake.sleep, clock=lambda: fake.now, every=10, **kw)
+
+
+def test_pace_waits_while_the_machine_runs_slower_than_its_fastest_reading():
+    fake = _FakeMachine([18, 19, 33, 30, 20])
+    pace = _pace(fake, max_wait=300)
+    assert pace.settle() == (18, 0)
+    assert pace.settle() == (19, 0)  # within 1.25x of 18
+    assert pace.settle() == (20, 20)  # 33 and 30 are slow: two waits of 10 s
+    assert fake.slept == [10, 10] and pace.fastest == 18
+
+
+def test_pace_measures_anyway_when_the_slow_stretch_outlasts_the_wait():
+    fake = _FakeMachine([18, 35, 34, 33, 32])
+    pace = _pace(fake, max_wait=25)
+    assert pace.settle() == (18, 0)
+    assert pace.settle() == (33, 20)  # a third wait of 10 s would pass 25 s
+    never = _pace(_FakeMachine([18, 40]), max_wait=0)
+    never.settle()
+    assert never.settle() == (40, 0)

@@ -32,10 +32,17 @@ PAGE = 50
 # past that after a few reruns of My day, so the figures are that steady state; the
 # first runs on a new connection have a row of their own (`_new_connection`).
 SETTLE = 6
+
 DEEP_OFFSET = 4950  # page 100, as in FIELD-NOTES.md; the last page if there are fewer
 SMOKE_PAGE = 10  # a smoke database's coordinator has a few dozen cases: still two pages
 _RANK = {s.value: s.rank for s in FlagSeverity}
 FAR = pd.Timestamp("9999-12-31", tz="UTC")
+
+
+def warmup_text(warmup: int) -> str:
+    """How many untimed runs this suite's figures had, for the README's run lines."""
+    return (f"{max(warmup, SETTLE)} warm-up runs for the queue's pages and "
+            f"{warmup} for the AppTest rerun")
 
 
 def _page(ctx: Ctx) -> int:
