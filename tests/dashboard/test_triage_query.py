@@ -259,6 +259,32 @@ def test_an_sla_flag_stored_due_soon_shows_escalated_once_past_escalate_at(engin
     assert rows[moved.id].flags == ["sla (stalled)"]
 
 
+def test_the_same_stored_flags_read_later_show_the_level_of_that_moment(engine, now):
+    """The parsed flags are cached by their text and the case's levels now: reading the
+    same stored flag at three moments must give three levels, and each page its own
+    list of texts."""
+    with session_scope(engine) as s:
+        team, _, me = _setup(s, now)
+        # 6 days in referral against a limit of 7: due soon now, stalled after 2 more
+        # days, escalated (past 150 %) after 5.
+        case = make_case(s, now=now, team=team, assignee=me, state="referral",
+                         days_in_state=6)
+        s.add(CaseFlag(case_id=case.id, kind="sla", severity="due_soon", state="referral",
+                       raised_at=now - timedelta(days=1)))
+        actor = actor_for(me)
+    seen = []
+    for days in (0, 2, 5):
+        with session_scope(engine, write=False) as s:
+            row = next(r for r in queue(s, actor=actor, now=now + timedelta(days=days)).rows
+                       if r.case_id == case.id)
+        seen.append(row.flags)
+    assert seen == [["sla (due soon)"], ["sla (stalled)"], ["sla (escalated)"]]
+    seen[0].append("changed by the caller")
+    with session_scope(engine, write=False) as s:
+        again = next(r for r in queue(s, actor=actor, now=now).rows if r.case_id == case.id)
+    assert again.flags == ["sla (due soon)"]
+
+
 def test_keyset_pages_follow_the_derived_levels(engine, now):
     with session_scope(engine) as s:
         team, _, me = _setup(s, now)
