@@ -98,6 +98,21 @@ def test_demo_has_stalled_cases_and_cases_near_their_treatment_date(sqlite_engin
     assert sum(c.no_show_count for c in cases) > 0
 
 
+def test_demo_cases_have_about_six_history_rows_with_records_sent_back(sqlite_engine):
+    """Issue 8's benchmark databases are the demo's: about six history rows per case,
+    the depth comes from backward moves (a record found missing, a visit rebooked)."""
+    summary = generate_demo(sqlite_engine, cases=3000, now=NOW, seed=11)
+    with Session(sqlite_engine) as session:
+        rows = session.execute(text("SELECT count(*) FROM case_event")).scalar_one()
+        back = dict(session.execute(text(
+            "SELECT from_state || '>' || to_state, count(*) FROM case_event "
+            "WHERE (from_state, to_state) IN (('records_received', 'records_requested'), "
+            "('scheduled', 'records_received')) GROUP BY 1")).all())
+    assert rows == summary.events
+    assert 5.6 <= rows / 3000 <= 6.4, rows / 3000
+    assert back["records_received>records_requested"] > back["scheduled>records_received"] > 0
+
+
 def test_demo_outcomes_follow_the_published_mix(sqlite_engine):
     generate_demo(sqlite_engine, cases=3000, now=NOW, seed=11)
     with Session(sqlite_engine) as session:
