@@ -30,6 +30,7 @@ from sqlalchemy import text
 
 from core.config import PROJECT_ROOT
 from core.db import create_db_engine, migrate, session_scope
+from core.demo import DATA_VERSION
 
 DATA_DIR = PROJECT_ROOT / "benchmarks" / "data"
 DEFAULT_SEED = 8
@@ -85,8 +86,9 @@ def build_sqlite(size: int, *, seed: int, data_dir: Path, log: Log) -> BuiltDb:
     manifest_path = path.with_suffix(".json")
     manifest = _read_manifest(manifest_path)
     url = f"sqlite:///{path}"
+    # Reused only if the demo generator still writes what it wrote then (DATA_VERSION).
     if path.exists() and manifest and manifest.get("cases") == size and \
-            manifest.get("seed") == seed:
+            manifest.get("seed") == seed and manifest.get("demo_version") == DATA_VERSION:
         engine = create_db_engine(url)
         migrate(engine)  # a reused database follows the newest schema
         _ensure_statistics(engine, log)
@@ -126,7 +128,8 @@ def build_sqlite(size: int, *, seed: int, data_dir: Path, log: Log) -> BuiltDb:
     for suffix in ("-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     partial.replace(path)
-    manifest = {"cases": size, "seed": seed, "build_seconds": round(demo_seconds, 1),
+    manifest = {"cases": size, "seed": seed, "demo_version": DATA_VERSION,
+                "build_seconds": round(demo_seconds, 1),
                 "now": _demo_now(path).isoformat(), "method": "casedesk demo",
                 "built_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "bytes": path.stat().st_size, "demo_output": done.stdout[-1500:]}
@@ -167,7 +170,8 @@ def _build_sqlite_by_copies(size: int, base: int, *, seed: int, data_dir: Path,
         Path(f"{partial}{suffix}").unlink(missing_ok=True)
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     partial.replace(path)
-    manifest = {"cases": size, "seed": seed, "build_seconds": round(seconds, 1),
+    manifest = {"cases": size, "seed": seed, "demo_version": DATA_VERSION,
+                "build_seconds": round(seconds, 1),
                 "base_build_seconds": source.manifest.get("build_seconds"),
                 "method": f"the {base:,}-case demo database copied x{factor} in SQL",
                 "base": base, "factor": factor, "now": source.manifest["now"],
