@@ -135,8 +135,10 @@ def run(args: argparse.Namespace) -> list[Row]:
         args.data_dir, args.out_dir = tmp / "data", tmp / "out"
     cluster = None
     all_rows: list[Row] = []
-    # The smoke run checks that every figure comes out, not its value: it never waits.
-    pace = machine.Pace(max_wait=0 if args.smoke else args.max_wait)
+    # The smoke run checks that every figure comes out, not its value: it never waits
+    # (and keeps no speed of its own).
+    pace = machine.Pace(max_wait=0 if args.smoke else args.max_wait,
+                        remember=None if args.smoke else args.out_dir / "machine-pace.json")
     try:
         for size in args.sizes:
             log(f"== {size:,} cases")

@@ -82,6 +82,11 @@ def calibrate() -> str:
     return f"sum(range(10**6)): {cpu:.0f} ms CPU, {wall:.0f} ms wall"
 
 
+def machine_key() -> str:
+    """Which machine a remembered speed belongs to."""
+    return f"{platform.node()} | {_cpu_model()} | {os.cpu_count()} cores"
+
+
 class Pace:
     """Keeps latency figures from being taken while the machine runs slow.
 
@@ -89,25 +94,50 @@ class Pace:
     calibration loop has read 18 to 35 ms, with nothing of ours running), and every part
     of a measured call slows together. A figure taken on such a stretch measures the
     host, not the code. So before each suite the loop is read; while it is more than
-    `tolerance` times the fastest reading of this run, the bench waits and reads again,
-    for at most `max_wait` seconds, then measures anyway. What was read and how long
-    it waited are kept with the suite's results and shown in the README, so a figure
-    taken on a slow stretch says so. The readings decide when to measure, before any
-    figure is seen; no figure is ever measured again or dropped."""
+    `tolerance` times the fastest reading of this machine, the bench waits and reads
+    again, for at most `max_wait` seconds, then measures anyway. The fastest reading is
+    kept between runs in `remember` (a JSON file under benchmarks/out, for this machine
+    only: its name, CPU model and core count), so a run that starts on a slow stretch
+    still knows what quick is; without it, the fastest reading of this run. What was
+    read and how long it waited are kept with the suite's results and shown in the
+    README, so a figure taken on a slow stretch says so. The readings decide when to
+    measure, before any figure is seen; no figure is ever measured again or dropped."""
 
     def __init__(self, *, tolerance: float = 1.25, max_wait: float = 300.0,
-                 every: float = 10.0, read=None, sleep=None, clock=None) -> None:  # noqa: ANN001
+                 every: float = 10.0, remember=None, read=None, sleep=None,  # noqa: ANN001
+                 clock=None) -> None:  # noqa: ANN001
         import time
 
         self.tolerance, self.max_wait, self.every = tolerance, max_wait, every
         self._read = read or (lambda: loop_ms()[1])
         self._sleep = sleep or time.sleep
         self._clock = clock or time.monotonic
-        self.fastest: float | None = None
+        self._remember = remember
+        self.fastest: float | None = self._remembered()
+
+    def _remembered(self) -> float | None:
+        import json
+
+        if self._remember is None or not self._remember.exists():
+            return None
+        try:
+            kept = json.loads(self._remember.read_text())
+        except (OSError, ValueError):
+            return None
+        if kept.get("machine") != machine_key() or not kept.get("fastest_ms"):
+            return None
+        return float(kept["fastest_ms"])
 
     def reading(self) -> float:
         value = self._read()
-        self.fastest = value if self.fastest is None else min(self.fastest, value)
+        if self.fastest is None or value < self.fastest:
+            self.fastest = value
+            if self._remember is not None:
+                import json
+
+                self._remember.parent.mkdir(parents=True, exist_ok=True)
+                self._remember.write_text(json.dumps(
+                    {"machine": machine_key(), "fastest_ms": round(value, 2)}))
         return value
 
     def settle(self) -> tuple[float, float]:

@@ -111,3 +111,22 @@ def test_pace_measures_anyway_when_the_slow_stretch_outlasts_the_wait():
     never = _pace(_FakeMachine([18, 40]), max_wait=0)
     never.settle()
     assert never.settle() == (40, 0)
+
+
+def test_pace_remembers_the_fastest_reading_of_this_machine_between_runs(tmp_path):
+    kept = tmp_path / "machine-pace.json"
+    first = _FakeMachine([19, 18])
+    pace = _pace(first, max_wait=300, remember=kept)
+    pace.settle()
+    pace.settle()
+    # The next run starts on a slow stretch: it waits for a reading near 18 ms, which
+    # the fastest reading of that run alone (31) would not have asked for.
+    slow_start = _FakeMachine([31, 30, 21])
+    again = _pace(slow_start, max_wait=300, remember=kept)
+    assert again.fastest == 18
+    assert again.settle() == (21, 20)
+
+    data = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**data, "machine": "another machine"}))
+    elsewhere = _pace(_FakeMachine([31]), max_wait=300, remember=kept)
+    assert elsewhere.fastest is None and elsewhere.settle() == (31, 0)
