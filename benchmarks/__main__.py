@@ -98,7 +98,7 @@ def run_suites(ctx: Ctx, only: set[str], pace: machine.Pace,
         if upkeep:
             log(f"    {upkeep}")
         before, waited = pace.settle()
-        log(f"    machine: calibration {before:.0f} ms (fastest this run "
+        log(f"    machine: calibration {before:.0f} ms (fastest seen "
             f"{pace.fastest:.0f} ms)" + (f", waited {waited:.0f} s for it" if waited >= 1
                                           else ""))
         start = time.perf_counter()
