@@ -1,6 +1,9 @@
 """`python -m benchmarks` (`make bench`): build or reuse the databases, measure every
-figure beside the naive way and the floor, print the table, keep the results under
-benchmarks/out/ and regenerate the README's bench section.
+figure beside the naive way and the floor, print the table, keep the latest results of
+each size and backend under benchmarks/results/ (in git: the README's table is built from
+them, so a later run of some suites, from any clone, keeps the other suites' rows) and
+regenerate the README's bench section. Scratch files and this machine's remembered pace
+go to benchmarks/out/ (git-ignored).
 
     python -m benchmarks --sizes 100000,1000000 --backends sqlite,postgresql --runs 5
     python -m benchmarks --smoke      # a few hundred cases, both backends, seconds
@@ -25,6 +28,7 @@ from core.config import PROJECT_ROOT
 from core.db import create_db_engine
 
 OUT_DIR = PROJECT_ROOT / "benchmarks" / "out"
+RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 README = PROJECT_ROOT / "README.md"
 SMOKE_SIZE = 300
 
@@ -66,7 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--build-only", action="store_true",
                    help="build (or check) the databases, say how long that took, measure nothing")
     p.add_argument("--data-dir", type=Path, default=build.DATA_DIR)
-    p.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    p.add_argument("--out-dir", type=Path, default=OUT_DIR,
+                   help="scratch files and the machine's remembered pace (git-ignored)")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                   help="the latest results per size and backend, which the README's "
+                        "table is built from (kept in git)")
     args = p.parse_args(argv)
     args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -133,6 +141,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     if args.smoke:
         tmp = Path(tempfile.mkdtemp(prefix="casedesk-bench-smoke-"))
         args.data_dir, args.out_dir = tmp / "data", tmp / "out"
+        args.results_dir = tmp / "results"
     cluster = None
     all_rows: list[Row] = []
     # The smoke run checks that every figure comes out, not its value: it never waits
@@ -190,7 +199,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                         "calibration": calibration}
                 meta["commit"] = _commit()
                 measured = sorted({name for name, _ in _suites() if not only or name in only})
-                report.save_results(args.out_dir, size=size, backend=backend, rows=rows,
+                report.save_results(args.results_dir, size=size, backend=backend, rows=rows,
                                     meta=meta, suites=measured, per_suite=per_suite)
                 all_rows += rows
                 log("")
@@ -203,7 +212,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             shutil.rmtree(tmp, ignore_errors=True)
 
     if not args.no_readme and not args.build_only:
-        results = report.load_results(args.out_dir)
+        results = report.load_results(args.results_dir)
         section = report.readme_section(results, machine.describe())
         if report.update_readme(README, section):
             log(f"README.md bench section regenerated from {len(results)} result set(s).")

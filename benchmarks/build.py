@@ -30,7 +30,7 @@ from sqlalchemy import text
 
 from core.config import PROJECT_ROOT
 from core.db import create_db_engine, migrate, session_scope
-from core.demo import DATA_VERSION
+from core.demo_limits import DATA_VERSION
 
 DATA_DIR = PROJECT_ROOT / "benchmarks" / "data"
 DEFAULT_SEED = 8

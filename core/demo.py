@@ -103,16 +103,12 @@ _ENDINGS: list[tuple[CaseState, CaseState | None, float]] = [
     (S.CLOSED, S.SCHEDULED, 2.5),
 ]
 
-# What the generator writes, as a version: bumped whenever the same seed would give other
-# rows, so the benchmark's kept databases (benchmarks/build.py) are built again instead
-# of reused. 2: about six history rows per case.
-DATA_VERSION = 2
-
 # Backward moves (each adds two history rows). With the endings above they give a case
 # about six history rows on average, the depth issue 8's benchmark databases ask for:
 # three in four cases that reach records received find a required record missing at least
-# once (outside records are the usual bottleneck of a second opinion),
-# and about a third of scheduled visits are cancelled or missed and rebooked.
+# once (outside records are the usual bottleneck of a second opinion), and about a third
+# of scheduled visits are cancelled or missed and rebooked. Changing any chance or ending
+# changes the rows a seed gives: bump `core.demo_limits.DATA_VERSION` with it.
 MISSING_RECORD_CHANCE = 0.75
 MISSING_AGAIN_CHANCE = 0.3
 RESCHEDULE_CHANCE = 0.35

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from benchmarks import build
-from core.demo import DATA_VERSION
+from core.demo_limits import DATA_VERSION
 
 
 @pytest.mark.slow

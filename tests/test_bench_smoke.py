@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from benchmarks.__main__ import parse_args, run
+from benchmarks.__main__ import README, RESULTS_DIR, parse_args, run
 from tests.support.pgcluster import find_bindir
 
 # Every figure `make bench` reports; a suite that breaks or drops one fails here.
@@ -42,7 +42,14 @@ def _sane(stat, *, what: str) -> None:
 
 @pytest.mark.slow
 def test_smoke_run_measures_every_figure_on_each_backend(capsys):
+    def kept() -> tuple:
+        # What a real run leaves for others (in git): the smoke run must change none of it.
+        files = sorted(RESULTS_DIR.glob("*")) if RESULTS_DIR.exists() else []
+        return README.read_bytes(), [(f.name, f.read_bytes()) for f in files]
+
+    before = kept()
     rows = run(parse_args(["--smoke"]))
+    assert kept() == before, "the smoke run rewrote the README or the kept results"
     backends = {"sqlite"} | ({"postgresql"} if find_bindir() else set())
     assert {r.backend for r in rows} == backends
     for backend in backends:
