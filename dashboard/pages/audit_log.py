@@ -1,10 +1,11 @@
 """Admin: the audit log. Filters, newest first, 100 rows a page; a button that checks the
 hash chain like `casedesk audit verify`.
 
-Every value is shown as plain text in st.table (no Markdown, no HTML, no toolbar): a
-detail can hold text a user typed. There is no download here - a copy of the log would
-leave the audit trail; operators use the database backup instead. Each query is audited
-(`audit.view`) once per distinct filter and page.
+Every value is shown as plain text in st.dataframe: a detail can hold text a user typed,
+and st.table would render its cells as Markdown (links, images). There is no download
+here, and the table's own download and copy are off (`client.disableDataExport`) - a copy
+of the log would leave the audit trail; operators use the database backup instead. Each
+query is audited (`audit.view`) once per distinct filter and page.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ else:
         "outcome": r.outcome,
         "detail": json.dumps(r.detail, ensure_ascii=False, sort_keys=True) if r.detail
         else "",
-    } for r in rows]).set_index("id")
-    st.table(table)
+    } for r in rows])
+    st.dataframe(table, hide_index=True, key="al_table")
 
 prev_col, info_col, next_col = st.columns([1, 4, 1])
 if len(pages) > 1 and prev_col.button("Newer", key="al_newer", icon=":material/arrow_back:"):

@@ -18,6 +18,7 @@ from core.errors import CaseDeskError
 from core.permissions import Action
 from core.queries.case_detail import case_detail, find_case_id
 from core.timeutil import utcnow
+from core.validation import case_number
 from core.vocab import (
     ChangeSource,
     CloseReason,
@@ -53,9 +54,9 @@ if not raw_id:
     ui.header("Case", actor)
     st.info("Open a case from My day, or by its number in the sidebar.")
     st.stop()
-try:
-    case_id = int(str(raw_id))
-except ValueError:
+case_id = case_number(raw_id)
+if case_id is None:
+    ui.header("Case", actor)
     st.error("That is not a case number.")
     st.stop()
 
