@@ -85,7 +85,9 @@ def act(done: str, fn, **kwargs) -> None:  # noqa: ANN001
         if "changed by" in str(exc):
             st.button("Reload", key="reload_after_stale", icon=":material/refresh:")
         return
-    st.session_state.pop(VERSION_KEY, None)
+    # The version shown is kept until the next full rendering replaces it (end of page):
+    # a second click queued on the old rendering (a double click) is then refused as
+    # stale instead of writing twice.
     st.session_state["_flash"] = done
     st.rerun()
 
