@@ -363,3 +363,35 @@ def test_a_returning_patient_gets_a_new_case_once_the_first_is_closed(engine, no
     with session_scope(engine, write=False) as s:
         assert s.get(Case, second).patient_id == s.get(Case, first).patient_id
     assert _counts(engine) == (before[0] + 1, before[1])
+
+
+# --- dates a slip of the picker gives --------------------------------------------------------
+
+def test_a_hold_longer_than_the_limit_is_refused(scene):
+    from core.workflows.case_ops import MAX_HOLD_DAYS
+
+    far = (scene[4] + timedelta(days=MAX_HOLD_DAYS + 2)).date()
+    refused(scene, ValidationError, lambda s, w, c, i, t: case_ops.put_on_hold(
+        s, case_id=c, reason="waiting on the insurer", resume_on=far, actor=w.coord, now=t),
+        match="at most 90 days")
+
+
+def test_a_chase_date_in_the_past_is_refused(scene):
+    refused(scene, ValidationError, lambda s, w, c, i, t: records.set_chase_date(
+        s, item_id=i, chase_on=(t - timedelta(days=3)).date(), actor=w.coord, now=t),
+        match="cannot be in the past")
+
+
+def test_an_appointment_years_ahead_is_refused_when_scheduling(engine, now):
+    from core.workflows.guards import MAX_APPOINTMENT_DAYS_AHEAD
+
+    with session_scope(engine) as s:
+        world = make_world(s, now)
+        case, t = walk_to(s, world, CaseState.RECORDS_RECEIVED, now)
+    before = snapshot(engine, case.id)
+    with pytest.raises(GuardFailed, match=f"within {MAX_APPOINTMENT_DAYS_AHEAD} days"):
+        with session_scope(engine) as s:
+            move_case(s, case_id=case.id, move=Move.SCHEDULE, actor=world.coord, now=t,
+                      appointment_at=t + timedelta(days=3 * 365),
+                      specialist_id=world.specialist.id)
+    assert snapshot(engine, case.id) == before
