@@ -71,13 +71,17 @@ pages: list = st.session_state["al_pages"]
 view = f"{key}|{pages[-1]}"
 try:
     with session_scope(engine) as session:  # a write: the view itself is audited
-        rows = search_audit(session, actor=actor, now=now, filters=filters, limit=PAGE,
+        # one row more than a page: whether there is an older page, without offering
+        # one that turns out empty
+        rows = search_audit(session, actor=actor, now=now, filters=filters, limit=PAGE + 1,
                             before_id=pages[-1],
                             record_view=st.session_state.get("al_recorded") != view)
     st.session_state["al_recorded"] = view
 except CaseDeskError as exc:
     ui.show_error(exc)
     st.stop()
+has_older = len(rows) > PAGE
+rows = rows[:PAGE]
 
 if not rows:
     st.info("No audit entries match these filters.")
@@ -101,7 +105,7 @@ if len(pages) > 1 and prev_col.button("Newer", key="al_newer", icon=":material/a
     pages.pop()
     st.rerun()
 info_col.caption(f"Page {len(pages)} · {len(rows)} entries shown, newest first")
-if len(rows) == PAGE and next_col.button("Older", key="al_older",
+if has_older and next_col.button("Older", key="al_older",
                                          icon=":material/arrow_forward:"):
     pages.append(rows[-1].id)
     st.rerun()

@@ -118,3 +118,15 @@ def test_a_stored_detail_that_is_not_json_is_shown_not_fatal(app_db, make_app,
     at = _open_page(app_db, make_app)
     assert not at.exception
     assert any("unparsed" in d for d in at.dataframe[0].value["detail"])
+
+
+@pytest.mark.parametrize("entries, older", [(100, False), (101, True)])
+def test_older_is_offered_only_when_there_is_an_older_entry(app_db, make_app, entries, older):
+    with session_scope(app_db.engine) as s:
+        for n in range(entries):
+            audit.record(s, actor=None, action="case.note", now=app_db.now, case_id=n + 1)
+    at = _open_page(app_db, make_app)
+    at.selectbox(key="al_action").select("case.note")
+    at.run()
+    assert len(at.dataframe[0].value) == 100
+    assert any(b.key == "al_older" for b in at.button) is older
