@@ -87,6 +87,26 @@ def _last_hash(conn: Connection) -> str:
     return conn.execute(_LAST_HASH).scalar() or GENESIS
 
 
+def detail_json(detail: dict[str, Any]) -> str:
+    """The detail as JSON of at most DETAIL_MAX characters, always valid JSON: a detail
+    too long (a pasted reason; control characters take six characters each once escaped)
+    is kept as the start of its JSON text under "truncated", cut so that the escaped
+    whole fits. Cutting the JSON text itself would leave a row no reader can parse, in a
+    log that is never edited."""
+    text = json.dumps(detail, default=str, ensure_ascii=False, sort_keys=True)
+    if len(text) <= DETAIL_MAX:
+        return text
+
+    def wrapped(n: int) -> str:
+        return json.dumps({"truncated": text[:n] + "…"}, ensure_ascii=False)
+
+    low, high = 0, len(text)  # the longest prefix whose wrapping fits
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if len(wrapped(mid)) <= DETAIL_MAX else (low, mid - 1)
+    return wrapped(low)
+
+
 def record(
     session: Session,
     *,
@@ -99,11 +119,7 @@ def record(
 ) -> None:
     """Append one audit row inside the caller's transaction (it commits or rolls back
     together with the change it describes)."""
-    detail_text = None
-    if detail:
-        detail_text = json.dumps(detail, default=str, ensure_ascii=False, sort_keys=True)
-        if len(detail_text) > DETAIL_MAX:
-            detail_text = detail_text[: DETAIL_MAX - 1] + "…"
+    detail_text = detail_json(detail) if detail else None
     conn = session.connection()
     row = {
         "at": as_utc(now),

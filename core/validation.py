@@ -55,6 +55,27 @@ def search_key(value: str) -> str:
     return " ".join(unicodedata.normalize("NFC", value).casefold().split())
 
 
+# Ids are 64-bit signed integers on both backends: a larger number matches no row, and
+# handing it to the driver raises OverflowError instead.
+MAX_ID = 2**63 - 1
+_ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def case_number(value: object) -> int | None:
+    """A case number typed or linked by a user ("#123", " 42 ") as an id, or None when
+    it is not one: only ASCII digits count (`"²".isdigit()` is true, and `int()` takes
+    Arabic-Indic digits), and only up to the largest id a database can hold."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 1 <= value <= MAX_ID else None
+    text = str(value).strip().removeprefix("#").strip()
+    if not _ASCII_DIGITS.fullmatch(text):
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_ID else None
+
+
 def parse_date(value: str | date, *, field: str) -> date:
     """Accept ISO dates; refuse impossible ones (Feb 30) with a message naming the field."""
     if isinstance(value, datetime):

@@ -101,7 +101,7 @@ def search_audit(session: Session, *, actor: Actor, now: datetime, filters: Audi
     rows = [
         AuditRow(id=e.id, at=as_utc(e.at), user_id=e.user_id, username=name, role=e.role,
                  session_id=e.session_id, action=e.action, case_id=e.case_id,
-                 outcome=e.outcome, detail=json.loads(e.detail) if e.detail else None)
+                 outcome=e.outcome, detail=_detail(e.detail))
         for e, name in session.exec(q).all()
     ]
     if record_view:
@@ -109,6 +109,18 @@ def search_audit(session: Session, *, actor: Actor, now: datetime, filters: Audi
                      detail={"filter": filters.describe(), "rows": len(rows),
                              "before_id": before_id})
     return rows
+
+
+def _detail(text: str | None) -> dict | None:
+    """A stored detail; text that is not a JSON object (rows written before details were
+    always kept valid when cut) is shown as it is, not an error on every later view."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"unparsed": text}
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def audit_choices(session: Session, *, actor: Actor, now: datetime) -> dict[str, list]:

@@ -27,6 +27,7 @@ from core.models import (
 )
 from core.permissions import Action, can
 from core.timeutil import as_utc
+from core.validation import case_number
 from core.vocab import CaseState, FlagSeverity, Role
 from core.workflows.clocks import load_limits
 
@@ -172,11 +173,15 @@ def find_case_id(session: Session, *, actor: Actor, text: str) -> int | None:
     if not text:
         return None
     cond = team_filter(actor, Action.VIEW_CASE, Case.team_id)
-    if text.isdigit():
-        hit = session.execute(select(Case.id).where(Case.id == int(text), cond)).scalar()
+    number = case_number(text)
+    if number is not None:
+        hit = session.execute(select(Case.id).where(Case.id == number, cond)).scalar()
         if hit:
             return hit
+    # As typed, or upper-case: record numbers are usually written in capitals, and
+    # "cd00000001" should find CD00000001 (an IN of two keeps the unique index in use).
     return session.execute(
         select(Case.id).join(Patient, Patient.id == Case.patient_id)
-        .where(Patient.mrn == text, cond).order_by(Case.id.desc()).limit(1)
+        .where(Patient.mrn.in_(sorted({text, text.upper()})), cond)
+        .order_by(Case.id.desc()).limit(1)
     ).scalar()

@@ -85,7 +85,7 @@ from core.vocab import (
     Requirement,
     Role,
 )
-from core.workflows.clocks import limits_column, limits_from_text
+from core.workflows.clocks import limits_column, limits_from_text, local_today, local_zone
 
 # Core tables, not ORM entities: the queue runs on every rerun of My day, and building
 # and executing ORM-enabled statements cost more than the SQL itself.
@@ -714,7 +714,8 @@ def _why(r: Any, patient_days: int | None, limits: dict, first: _Record | None,
             detail = f"insurance referral {r.referral_status.replace('_', ' ')}"
     elif state is _SCHEDULED:
         if r.appointment_at is not None:
-            detail = f"appointment {_when(r.appointment_at):%d %b %H:%M} UTC"
+            # in the service's time zone, as the page's caption says every time is
+            detail = f"appointment {_when(r.appointment_at).astimezone(local_zone()):%d %b %H:%M}"
     elif state is _SEEN:
         detail = "outcome not recorded"
     if detail:
@@ -838,7 +839,7 @@ def headline(session: Session, *, actor: Actor, now: datetime,
                            team_filter=team_id is not None)
     conn = session.connection()
     counts = _compiled_headline(conn.dialect, shape).run(conn, {
-        "now": now, "week": now + timedelta(days=7), "today": now.date(),
+        "now": now, "week": now + timedelta(days=7), "today": local_today(now),
         "me": actor.user_id, "team": team_id})[0]
     return Headline(
         scope_label="My open cases" if mine else "Open cases",

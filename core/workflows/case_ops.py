@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session
@@ -33,6 +33,7 @@ from core.vocab import (
     Role,
 )
 from core.workflows.engine import parse_datetime
+from core.workflows.guards import MAX_APPOINTMENT_DAYS_AHEAD
 from core.workflows.write import (
     atomic,
     check_version,
@@ -102,6 +103,11 @@ def add_note(session: Session, *, case_id: int, body: str, actor: Actor, now: da
 # --- hold and resume ------------------------------------------------------------------------
 
 
+# A held case's SLA clock stops: a hold must come back for review within this (a resume
+# date years out, a slip of the date picker, would hide the case from every clock).
+MAX_HOLD_DAYS = 90
+
+
 def put_on_hold(session: Session, *, case_id: int, reason: str, resume_on: date | str,
                 actor: Actor, now: datetime, expected_version: int | None = None) -> Case:
     """Pause the SLA clock while a third party holds the case up (deadlines cleared)."""
@@ -110,6 +116,10 @@ def put_on_hold(session: Session, *, case_id: int, reason: str, resume_on: date 
     day = parse_date(resume_on, field="Resume date")
     if day <= _today(now):
         raise ValidationError(f"The resume date must be after today ({day.isoformat()}).")
+    if day > _today(now) + timedelta(days=MAX_HOLD_DAYS):
+        raise ValidationError(
+            f"A hold lasts at most {MAX_HOLD_DAYS} days ({day.isoformat()} is later): "
+            "resume the case then and hold it again if it still waits.")
     with atomic(session):
         case = _begin(session, case_id=case_id, actor=actor, expected_version=expected_version,
                       what="put it on hold")
@@ -294,6 +304,9 @@ def set_appointment(session: Session, *, case_id: int, appointment_at: datetime 
                                              " not scheduled"])
         if at <= now:
             raise ValidationError("The appointment must be in the future.")
+        if at > now + timedelta(days=MAX_APPOINTMENT_DAYS_AHEAD):
+            raise ValidationError(
+                f"The appointment must be within {MAX_APPOINTMENT_DAYS_AHEAD} days.")
         changes: dict[str, Any] = {"appointment_at": at}
         if appointment_mode is not UNSET:
             try:

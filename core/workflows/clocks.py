@@ -158,6 +158,11 @@ def _limits_from_rules(rules: tuple[tuple[str, int, bool], ...]) -> dict[str, Sl
     return limits
 
 
+def local_zone() -> tzinfo:
+    """The service's time zone (settings.timezone), for times shown to its users."""
+    return _default_tz()
+
+
 def _default_tz() -> tzinfo:
     # Business days are days of the service's own calendar, not UTC days: a case that
     # arrives at 22:00 on a Thursday in New York arrived on Thursday.

@@ -22,22 +22,31 @@ unit of work, which is what lets a 2-core machine sustain hundreds of moves a se
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session
+from sqlalchemy import update
+from sqlmodel import Session, select
 
 from core import audit
 from core.actor import Actor
 from core.config import get_settings
 from core.errors import GuardFailed, NotFoundError, ValidationError
-from core.models import REASON_MAX, Case, Specialist
+from core.models import REASON_MAX, Case, RecordItem, Specialist
 from core.permissions import Action, can
 from core.timeutil import as_utc, days_between
 from core.validation import clean_text
-from core.vocab import FUNNEL_RANK, AppointmentMode, CaseState, CloseReason
+from core.vocab import (
+    FUNNEL_RANK,
+    AppointmentMode,
+    CaseState,
+    CloseReason,
+    RecordStatus,
+    Requirement,
+)
 from core.workflows.guards import GuardContext, run_guards
+from core.workflows.records import DEFAULT_CHASE_DAYS
 from core.workflows.states import (
     TRANSITIONS,
     Move,
@@ -63,6 +72,9 @@ from core.workflows.write import (
 MOVE_PARAMS: dict[Move, frozenset[str]] = {
     Move.SCHEDULE: frozenset({"appointment_at", "specialist_id", "appointment_mode"}),
     Move.CLOSE: frozenset({"close_reason", "close_note"}),
+    # The checklist items found missing: each goes back to requested in the same
+    # transaction, so the case cannot be marked complete again until they arrive.
+    Move.RECORD_MISSING: frozenset({"missing_items"}),
 }
 
 
@@ -124,6 +136,8 @@ def _clean_params(
             raise ValidationError(
                 f"Appointment mode {mode!r} is not one of: in person, telehealth."
             ) from None
+    if move is Move.RECORD_MISSING:
+        cleaned["missing_items"] = _missing_items(session, case, params.get("missing_items"))
     if move is Move.CLOSE:
         code = params.get("close_reason")
         if code is not None:
@@ -140,6 +154,45 @@ def _clean_params(
             or cleaned["reason"]
         )
     return cleaned
+
+
+def _missing_items(session: Session, case: Case, ids: Any) -> tuple[int, ...]:
+    """The ids of this case's checklist items named missing: each must be on this case
+    and received or waived (an item still needed or requested is already outstanding)."""
+    if ids is None:
+        return ()
+    if isinstance(ids, (int, str)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ValidationError("Missing records must be given as checklist item ids.")
+    wanted = tuple(dict.fromkeys(ids))
+    if not wanted:
+        return ()
+    found = dict(session.exec(
+        select(RecordItem.id, RecordItem.status)
+        .where(RecordItem.case_id == case.id, RecordItem.id.in_(wanted))).all())
+    unknown = [i for i in wanted if i not in found]
+    if unknown:
+        raise NotFoundError(f"Case {case.id} has no record item {unknown[0]}.")
+    outstanding = [i for i in wanted
+                   if found[i] not in (RecordStatus.RECEIVED, RecordStatus.WAIVED)]
+    if outstanding:
+        raise ValidationError(f"Record item {outstanding[0]} is {found[outstanding[0]]}: "
+                              "it is still outstanding, not missing.")
+    return wanted
+
+
+def _request_again(session: Session, case: Case, ids: tuple[int, ...], now: datetime,
+                   ) -> None:
+    """The items found missing become required and requested again from now, with the
+    usual chase date; when they arrived (or why they were waived) is cleared."""
+    if not ids:
+        return
+    items = RecordItem.__table__
+    session.connection().execute(
+        update(items).where(items.c.case_id == case.id, items.c.id.in_(ids))
+        .values(status=RecordStatus.REQUESTED.value, requirement=Requirement.REQUIRED.value,
+                requested_at=now, received_at=None, waive_reason=None,
+                chase_on=now.date() + timedelta(days=DEFAULT_CHASE_DAYS), updated_at=now))
 
 
 def _move_changes(move: Move, case: Case, p: dict[str, Any]) -> dict[str, Any]:
@@ -258,9 +311,13 @@ def move_case(
                         reached=FUNNEL_RANK.get(to_state))
         add_event(session, case=case, from_state=from_state, at=now, actor=actor,
                   reason=_event_reason(move, p), days_in_from_state=days_in)
+        detail = {"move": move.value, "from": from_state, "to": to_state,
+                  "version": case.version}
+        if p.get("missing_items"):
+            _request_again(session, case, p["missing_items"], now)
+            detail["missing_items"] = list(p["missing_items"])
         audit.record(session, actor=actor, action="case.move", now=now, case_id=case.id,
-                     detail={"move": move.value, "from": from_state, "to": to_state,
-                             "version": case.version})
+                     detail=detail)
     return case
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, select
@@ -138,6 +138,11 @@ def required_records_in(ctx: GuardContext) -> list[str]:
             + _fmt_items(list(missing))]
 
 
+# A second opinion is booked within weeks; a date further out than this is a typing
+# slip (a year picked wrongly) that would park the case, its clock running, until then.
+MAX_APPOINTMENT_DAYS_AHEAD = 180
+
+
 @guard("appointment_in_future")
 def appointment_in_future(ctx: GuardContext) -> list[str]:
     if not ctx.has_params:
@@ -147,6 +152,8 @@ def appointment_in_future(ctx: GuardContext) -> list[str]:
         return ["an appointment date and time is needed"]
     if at <= ctx.now:
         return ["the appointment must be in the future"]
+    if at > ctx.now + timedelta(days=MAX_APPOINTMENT_DAYS_AHEAD):
+        return [f"the appointment must be within {MAX_APPOINTMENT_DAYS_AHEAD} days"]
     return []
 
 

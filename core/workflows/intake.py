@@ -12,12 +12,22 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
-from sqlmodel import Session
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
 
 from core.actor import Actor
 from core.config import get_settings
 from core.errors import NotFoundError, ValidationError
-from core.models import DETAIL_MAX, NAME_MAX, REASON_MAX, SHORT_MAX, Case, Patient, Team
+from core.models import (
+    CASE_IS_OPEN,
+    DETAIL_MAX,
+    NAME_MAX,
+    REASON_MAX,
+    SHORT_MAX,
+    Case,
+    Patient,
+    Team,
+)
 from core.permissions import Action, require
 from core.validation import clean_text, parse_date, require_text, search_key
 from core.vocab import (
@@ -149,6 +159,51 @@ def _check_assignee(session: Session, assignee_id: int | None, team_id: int) -> 
         raise ValidationError(f"{user.full_name} cannot be assigned cases of this team.")
 
 
+def _patient_for(session: Session, a: Assessment, *, now: datetime) -> Patient:
+    """The patient of a new case: the one already on file under this record number (a
+    returning patient: same name, and the same date of birth when both are known), or
+    a new one. A record number on file for someone else, or a patient whose earlier case
+    is still open, is refused with a message: never a database error, never a second
+    patient under one number."""
+    if a.mrn:
+        known = session.exec(select(Patient).where(Patient.mrn == a.mrn)).first()
+        if known is not None:
+            same_person = (known.search_name == search_key(f"{a.first_name} {a.last_name}")
+                           and (known.date_of_birth is None or a.date_of_birth is None
+                                or known.date_of_birth == a.date_of_birth))
+            if not same_person:
+                # Says nothing about who holds the number: it may be another team's.
+                raise ValidationError(
+                    f"Record number {a.mrn} is on file for a different patient (the name "
+                    "or date of birth differ). Check the number, or leave it empty.")
+            still_open = session.exec(select(Case.id).where(Case.patient_id == known.id,
+                                                            CASE_IS_OPEN)).first()
+            if still_open is not None:
+                # Its number is not given: the case may be another team's.
+                raise ValidationError(
+                    f"{a.first_name} {a.last_name} (record number {a.mrn}) already has an "
+                    "open case: continue that one (Case page, open by record number), or "
+                    "ask its team to close it first.")
+            return known
+    patient = Patient(
+        mrn=a.mrn or f"CD-{uuid.uuid4().hex[:12].upper()}",
+        first_name=a.first_name, last_name=a.last_name,
+        search_name=search_key(f"{a.first_name} {a.last_name}"),
+        date_of_birth=a.date_of_birth, phone=a.phone, email=a.email,
+        address_line=a.address_line, city=a.city, region=a.region, zip_code=a.zip_code,
+        created_at=now,
+    )
+    session.add(patient)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # Another coordinator stored the same new record number a moment ago.
+        raise ValidationError(f"Record number {a.mrn} was just stored by someone else: "
+                              "open the case list and check.") from None
+    return patient
+
+
 def create_case_from_assessment(
     session: Session, *, assessment: Assessment, team_id: int, assignee_id: int | None,
     actor: Actor, now: datetime,
@@ -165,16 +220,7 @@ def create_case_from_assessment(
         _check_assignee(session, assignee_id, team_id)
         a = validate_assessment(assessment, today=today)
         result = assess(a, today)
-        patient = Patient(
-            mrn=a.mrn or f"CD-{uuid.uuid4().hex[:12].upper()}",
-            first_name=a.first_name, last_name=a.last_name,
-            search_name=search_key(f"{a.first_name} {a.last_name}"),
-            date_of_birth=a.date_of_birth, phone=a.phone, email=a.email,
-            address_line=a.address_line, city=a.city, region=a.region, zip_code=a.zip_code,
-            created_at=now,
-        )
-        session.add(patient)
-        session.flush()
+        patient = _patient_for(session, a, now=now)
         case = Case(
             patient_id=patient.id, team_id=team_id, assignee_id=assignee_id,
             priority=(Priority.URGENT if result.urgent else Priority.ROUTINE).value,

@@ -32,6 +32,7 @@ from core.vocab import (
     Requirement,
     TreatmentStatus,
 )
+from core.workflows.clocks import local_today
 from core.workflows.guards import PATIENT_SOURCE
 from core.workflows.write import (
     atomic,
@@ -260,6 +261,8 @@ def set_chase_date(
         item, case = _begin(session, item_id=item_id, actor=actor,
                             expected_version=expected_version, what="set a chase date")
         day = parse_date(chase_on, field="Chase date")
+        if day < local_today(now):
+            raise ValidationError(f"The chase date cannot be in the past ({day.isoformat()}).")
         if item.status != RecordStatus.REQUESTED:
             raise ValidationError(f"{_label(item)} is {item.status}; only a requested record "
                                   "can be chased.")

@@ -39,6 +39,7 @@ from core.errors import NotFoundError, PermissionDenied, StaleCaseError, Validat
 from core.models import Case, CaseEvent, User
 from core.permissions import Action, require
 from core.timeutil import as_utc
+from core.validation import case_number
 from core.vocab import CaseState
 from core.workflows import clocks
 
@@ -105,12 +106,10 @@ _INSERT_EVENT = insert(CaseEvent.__table__)
 
 
 def _case_id(case_id: object) -> int:
-    if isinstance(case_id, bool) or not isinstance(case_id, int):
-        try:
-            return int(str(case_id).strip())
-        except ValueError:
-            raise NotFoundError(f"There is no case {case_id!r}.") from None
-    return case_id
+    number = case_number(case_id)
+    if number is None:
+        raise NotFoundError(f"There is no case {str(case_id)[:40]!r}.")
+    return number
 
 
 def _as_case(session: Session, values: dict[str, Any]) -> Case:

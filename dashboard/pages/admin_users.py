@@ -33,8 +33,9 @@ table = pd.DataFrame(
       "locked": bool(u.locked_until and ui.local(u.locked_until) > ui.local(now)),
       "last sign-in": ui.exact(u.last_login_at) if u.last_login_at else ""}
      for u, team in users])
-# st.table: no toolbar, so no unaudited download of the user list.
-st.table(table)
+# st.dataframe shows names as plain text (st.table renders Markdown); its download and
+# copy are off for every table (`client.disableDataExport`).
+st.dataframe(table, hide_index=True, key="users_table")
 
 left, right = st.columns(2)
 with left, st.form("add_user", clear_on_submit=True):

@@ -1,10 +1,11 @@
 """Admin: the audit log. Filters, newest first, 100 rows a page; a button that checks the
 hash chain like `casedesk audit verify`.
 
-Every value is shown as plain text in st.table (no Markdown, no HTML, no toolbar): a
-detail can hold text a user typed. There is no download here - a copy of the log would
-leave the audit trail; operators use the database backup instead. Each query is audited
-(`audit.view`) once per distinct filter and page.
+Every value is shown as plain text in st.dataframe: a detail can hold text a user typed,
+and st.table would render its cells as Markdown (links, images). There is no download
+here, and the table's own download and copy are off (`client.disableDataExport`) - a copy
+of the log would leave the audit trail; operators use the database backup instead. Each
+query is audited (`audit.view`) once per distinct filter and page.
 """
 
 from __future__ import annotations
@@ -70,13 +71,17 @@ pages: list = st.session_state["al_pages"]
 view = f"{key}|{pages[-1]}"
 try:
     with session_scope(engine) as session:  # a write: the view itself is audited
-        rows = search_audit(session, actor=actor, now=now, filters=filters, limit=PAGE,
+        # one row more than a page: whether there is an older page, without offering
+        # one that turns out empty
+        rows = search_audit(session, actor=actor, now=now, filters=filters, limit=PAGE + 1,
                             before_id=pages[-1],
                             record_view=st.session_state.get("al_recorded") != view)
     st.session_state["al_recorded"] = view
 except CaseDeskError as exc:
     ui.show_error(exc)
     st.stop()
+has_older = len(rows) > PAGE
+rows = rows[:PAGE]
 
 if not rows:
     st.info("No audit entries match these filters.")
@@ -92,15 +97,15 @@ else:
         "outcome": r.outcome,
         "detail": json.dumps(r.detail, ensure_ascii=False, sort_keys=True) if r.detail
         else "",
-    } for r in rows]).set_index("id")
-    st.table(table)
+    } for r in rows])
+    st.dataframe(table, hide_index=True, key="al_table")
 
 prev_col, info_col, next_col = st.columns([1, 4, 1])
 if len(pages) > 1 and prev_col.button("Newer", key="al_newer", icon=":material/arrow_back:"):
     pages.pop()
     st.rerun()
 info_col.caption(f"Page {len(pages)} · {len(rows)} entries shown, newest first")
-if len(rows) == PAGE and next_col.button("Older", key="al_older",
+if has_older and next_col.button("Older", key="al_older",
                                          icon=":material/arrow_forward:"):
     pages.append(rows[-1].id)
     st.rerun()

@@ -18,6 +18,7 @@ from core.errors import CaseDeskError
 from core.permissions import Action
 from core.queries.case_detail import case_detail, find_case_id
 from core.timeutil import utcnow
+from core.validation import case_number
 from core.vocab import (
     ChangeSource,
     CloseReason,
@@ -53,9 +54,9 @@ if not raw_id:
     ui.header("Case", actor)
     st.info("Open a case from My day, or by its number in the sidebar.")
     st.stop()
-try:
-    case_id = int(str(raw_id))
-except ValueError:
+case_id = case_number(raw_id)
+if case_id is None:
+    ui.header("Case", actor)
     st.error("That is not a case number.")
     st.stop()
 
@@ -84,7 +85,9 @@ def act(done: str, fn, **kwargs) -> None:  # noqa: ANN001
         if "changed by" in str(exc):
             st.button("Reload", key="reload_after_stale", icon=":material/refresh:")
         return
-    st.session_state.pop(VERSION_KEY, None)
+    # The version shown is kept until the next full rendering replaces it (end of page):
+    # a second click queued on the old rendering (a double click) is then refused as
+    # stale instead of writing twice.
     st.session_state["_flash"] = done
     st.rerun()
 
@@ -192,6 +195,23 @@ for move, unmet in d.moves.items():
             if st.button(move.label, key=f"move_{move.value}"):
                 case_act("Case closed.", move_case, move=move, close_reason=reason,
                          close_note=note or None)
+        elif move is Move.RECORD_MISSING:
+            # Which records are missing: they go back to requested with the case, so it
+            # cannot be marked complete again before they arrive.
+            arrived = {i.id: f"{RecordKind(i.kind).label} ({i.facility}) - {i.status}"
+                       for i in d.records
+                       if i.status in (RecordStatus.RECEIVED, RecordStatus.WAIVED)}
+            missing = st.multiselect("Which records are missing", list(arrived),
+                                     key="missing_items", format_func=arrived.get,
+                                     help="A record not on the checklist: add it under "
+                                          "Records first.")
+            reason = st.text_input(f"Reason ({move.label.lower()})", key=f"reason_{move.value}")
+            if st.button(move.label, key=f"move_{move.value}"):
+                if not missing:
+                    st.error("Choose the records that are missing.")
+                else:
+                    case_act(f"{move.label}: the records are requested again.", move_case,
+                             move=move, reason=reason or None, missing_items=missing)
         elif move in REASON_MOVES:
             reason = st.text_input(f"Reason ({move.label.lower()})", key=f"reason_{move.value}")
             if st.button(move.label, key=f"move_{move.value}"):
@@ -249,7 +269,10 @@ if d.may_work:
                                   index=statuses.index(case.referral_status)
                                   if case.referral_status in statuses else 0,
                                   format_func=ui.label)
-            auth = st.text_input("Authorisation number", key="referral_auth")
+            # Prefilled with the number on file (the key is per case): saving the status
+            # again must not erase it; emptying the box is how it is removed.
+            auth = st.text_input("Authorisation number", key=f"referral_auth_{case.id}",
+                                 value=case.authorization_number or "")
             if st.button("Update referral", key="update_referral"):
                 case_act("Referral updated.", case_ops.set_referral_status,
                          referral_status=status, authorization_number=auth or None)
@@ -288,8 +311,13 @@ if d.may_work:
                 act("Record received.", records.receive_record, item_id=item_id,
                     tracking_number=tracking or None, expected_version=shown_version)
             if a2.button("Save tracking number", key="rec_set_tracking"):
-                act("Tracking number saved.", records.set_tracking_number, item_id=item_id,
-                    tracking_number=tracking, expected_version=shown_version)
+                if not tracking.strip():
+                    # an empty box would erase the number on file
+                    st.error("Type the tracking number first.")
+                else:
+                    act("Tracking number saved.", records.set_tracking_number,
+                        item_id=item_id, tracking_number=tracking,
+                        expected_version=shown_version)
             waive_reason = a3.text_input("Reason for waiving", key="rec_waive_reason")
             if a3.button("Waive", key="rec_waive"):
                 act("Record waived.", records.waive_record, item_id=item_id,
@@ -301,6 +329,18 @@ if d.may_work:
                     chase_on=chase, expected_version=shown_version)
     else:
         st.caption("No records on the checklist.")
+    if case.state != "closed":
+        with st.expander("Add a record to the checklist"):
+            n1, n2, n3 = st.columns([2, 2, 1])
+            new_kind = n1.selectbox("Record", [k.value for k in RecordKind], key="add_kind",
+                                    format_func=lambda v: RecordKind(v).label)
+            new_from = n2.text_input("From (facility)", key="add_facility")
+            new_required = n3.checkbox("Required", key="add_required", value=True)
+            if st.button("Add to the checklist", key="add_record"):
+                act("Record added to the checklist.", records.add_record_item,
+                    case_id=case.id, kind=new_kind, facility=new_from,
+                    requirement="required" if new_required else "optional",
+                    expected_version=shown_version)
 
     # --- outcome once seen ------------------------------------------------------------------
     if case.state == "seen":

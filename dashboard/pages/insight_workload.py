@@ -79,21 +79,36 @@ if cases.empty:
 view = cases.assign(state=[ui.state_label(s) for s in cases["state"]],
                     due=[ui.human(d, now) if d is not None and d == d else "-"
                          for d in cases["due_at"]])
+# The table's selection is row positions in the table as it was shown, and Streamlit keeps
+# it when the data changes. So the key changes with the source and after each reassign
+# (a new, empty selection), and the positions are read against the cases shown last
+# time, with the versions shown then: a case changed since is refused, not swapped for
+# whichever case now sits in that row.
+table_key = f"reassign_table_{source}_{st.session_state.get('reassign_round', 0)}"
+shown_before: list[tuple[int, int]] = st.session_state.get(f"{table_key}_shown", [])
+st.session_state[f"{table_key}_shown"] = list(zip(
+    cases["case_id"].astype(int).tolist(), cases["version"].astype(int).tolist(),
+    strict=True))
 picked = st.dataframe(
     view[["case_id", "state", "coordinator", "due", "stalled", "at_risk"]],
-    hide_index=True, key="reassign_table", on_select="rerun", selection_mode="multi-row",
+    hide_index=True, key=table_key, on_select="rerun", selection_mode="multi-row",
     column_config={"case_id": st.column_config.NumberColumn("Case", format="%d"),
                    "state": "State", "coordinator": "Coordinator", "due": "Due",
                    "stalled": "Stalled", "at_risk": "At risk"},
 )
-rows = list(getattr(getattr(picked, "selection", None), "rows", []) or [])
-chosen = cases.iloc[rows] if rows else cases.iloc[0:0]
-st.caption(f"{len(chosen)} of {len(cases)} cases selected (most overdue first, "
-           f"at most 200 shown).")
-if st.button(f"Reassign {len(chosen)} cases", key="reassign_go", type="primary",
-             disabled=chosen.empty or target is None):
-    versions = dict(zip(chosen["case_id"].astype(int), chosen["version"].astype(int),
-                        strict=True))
+rows = tuple(getattr(getattr(picked, "selection", None), "rows", []) or [])
+# Read once, when the selection changes, against the table the click was made on; later
+# reruns (the button's) keep those cases even if the rows now hold others.
+held = st.session_state.get(f"{table_key}_chosen")
+if held is None or held[0] != rows:
+    held = (rows, dict(shown_before[r] for r in rows if 0 <= r < len(shown_before)))
+    st.session_state[f"{table_key}_chosen"] = held
+versions: dict[int, int] = held[1]
+st.caption(f"{len(versions)} of {len(cases)} cases selected (most overdue first, "
+           f"at most 200 shown)" + (": " + ", ".join(f"#{c}" for c in versions)
+                                    if versions else "."))
+if st.button(f"Reassign {len(versions)} cases", key="reassign_go", type="primary",
+             disabled=not versions or target is None):
     try:
         with session_scope(engine) as session:
             results = bulk_reassign(session, case_ids=list(versions), assignee_id=target,
@@ -102,6 +117,8 @@ if st.button(f"Reassign {len(chosen)} cases", key="reassign_go", type="primary",
         ui.show_error(exc)
         st.stop()
     done = [r for r in results if r.ok]
+    st.session_state.pop(f"{table_key}_shown", None)
+    st.session_state["reassign_round"] = st.session_state.get("reassign_round", 0) + 1
     st.session_state["reassign_outcome"] = (
         len(done), [f"Case {r.case_id}: {r.message}" for r in results if not r.ok])
     st.rerun()

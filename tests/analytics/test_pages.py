@@ -105,9 +105,7 @@ def test_workload_page_reassigns_the_selected_cases(app_db, make_app, world):
     at.selectbox(key="reassign_from").set_value("none").run()
     n2 = world.users["n2"].id
     at.selectbox(key="reassign_to").set_value(n2).run()
-    at.session_state["reassign_table"] = {"selection": {"rows": [0, 1], "columns": [],
-                                                        "cells": []}}
-    at.run()
+    _select(at, "reassign_table_none_0", [0, 1])
     assert not at.exception, at.exception
     click(at, "Reassign 2 cases")
     at.run()
@@ -121,6 +119,51 @@ def test_workload_page_reassigns_the_selected_cases(app_db, make_app, world):
                                if sp.team == "North" and sp.coordinator == "n2"]
     assert len(moved) == len(north_unassigned_before) + 2
     assert len(audited) >= 2
+    # the next round starts with nothing selected, not the old rows on new cases
+    assert any(b.label == "Reassign 0 cases" and b.disabled for b in at.button)
+
+
+def _select(at, key, rows):  # noqa: ANN001, ANN202
+    at.session_state[key] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+    return at.run()
+
+
+def test_workload_rows_picked_for_one_holder_do_not_crash_another(app_db, make_app, world):
+    at = sign_in(make_app(), "boss")
+    at.switch_page("pages/insight_workload.py")
+    at.run()
+    _select(at, "reassign_table_all_0", [150, 160, 170])
+    at.selectbox(key="reassign_from").set_value("none").run()
+    assert not at.exception, at.exception
+    assert any(b.label == "Reassign 0 cases" for b in at.button)
+
+
+def test_workload_a_case_changed_after_it_was_shown_is_refused_not_swapped(
+        app_db, make_app, world):
+    from core.workflows.case_ops import bulk_reassign
+
+    at = sign_in(make_app(), "boss")
+    at.switch_page("pages/insight_workload.py")
+    at.run()
+    at.selectbox(key="reassign_from").set_value("none").run()
+    at.selectbox(key="reassign_to").set_value(world.users["n2"].id).run()
+    first = int(at.dataframe[-1].value["case_id"].iloc[0])
+    with app_db.session(write=False) as s:
+        before = {c.id: c.assignee_id for c in s.exec(select(Case))}
+    # another manager takes the first case between the table being shown and the pick
+    with app_db.session() as s:
+        done = bulk_reassign(s, case_ids=[first], assignee_id=world.users["n1"].id,
+                             actor=world.actor("north_manager"), now=app_db.now)
+    assert done[0].ok
+    _select(at, "reassign_table_none_0", [0])
+    click(at, "Reassign 1 cases")
+    at.run()
+    assert not at.exception, at.exception
+    assert "0 cases reassigned." in texts(at)
+    with app_db.session(write=False) as s:
+        after = {c.id: c.assignee_id for c in s.exec(select(Case))}
+    changed = {cid for cid in after if after[cid] != before[cid]}
+    assert changed == {first}  # only the other user's change: nothing swapped in
 
 
 def test_exports_page_writes_the_same_bytes_as_the_cli(app_db, make_app, world, tmp_path):

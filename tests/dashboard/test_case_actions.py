@@ -109,3 +109,50 @@ def test_close_has_no_default_reason_and_refuses_until_one_is_chosen(app_db, mak
     with app_db.session(write=False) as s:
         case = s.get(Case, case_id)
         assert (case.state, case.close_reason) == ("closed", "declined")
+
+
+def test_record_missing_names_the_records_and_they_are_requested_again(app_db, make_app):
+    from core.models import RecordItem
+
+    nina = app_db.add_user("nina", full_name="Nina Park")
+    with app_db.session() as s:
+        case = factories.make_case(s, now=app_db.now - timedelta(days=1), team=app_db.team(s),
+                                   assignee=nina, state="records_received")
+        slides = factories.make_record(s, case=case, now=app_db.now, status="received",
+                                       requested_at=app_db.now - timedelta(days=6),
+                                       received_at=app_db.now - timedelta(days=2))
+        case_id, slides_id = case.id, slides.id
+    at = _open(sign_in(make_app(), "nina"), case_id)
+    at.text_input(key="reason_record_missing").input("slides broken in transit")
+    click(at, "Record missing")
+    at.run()
+    # nothing chosen: said, and nothing moved
+    assert any("Choose the records that are missing" in e.value for e in at.error)
+    with app_db.session(write=False) as s:
+        assert s.get(Case, case_id).state == "records_received"
+    at.multiselect(key="missing_items").select(slides_id)
+    click(at, "Record missing")
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    with app_db.session(write=False) as s:
+        assert s.get(Case, case_id).state == "records_requested"
+        assert s.get(RecordItem, slides_id).status == "requested"
+    # and the case page now offers to chase it, not to mark the records complete
+    assert any(b.label == "Records complete" and b.disabled for b in at.button)
+
+
+def test_add_a_record_to_the_checklist_from_the_case_page(app_db, make_app):
+    from core.models import RecordItem
+
+    case_id, _, _ = _seed(app_db)
+    at = _open(sign_in(make_app(), "nina"), case_id)
+    at.selectbox(key="add_kind").set_value("operative_note")
+    at.text_input(key="add_facility").input("Mercy Hospital")
+    click(at, "Add to the checklist")
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    with app_db.session(write=False) as s:
+        kinds = {(i.kind, i.facility) for i in s.exec(
+            select(RecordItem).where(RecordItem.case_id == case_id))}
+    assert ("operative_note", "Mercy Hospital") in kinds
+    assert ("signed_release", "Mercy Hospital") in kinds  # a new facility needs a release

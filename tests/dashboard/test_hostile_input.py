@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
+
 import core.timeutil
 from core.vocab import Role
 from tests import factories
@@ -130,3 +132,45 @@ def test_a_page_link_opened_signed_out_signs_in_there(app_db, make_app):
     assert at.text_input(key="login_username")
     sign_in(at, "nina")
     assert at.title[0].value.startswith(f"Case {case_id}:"), [t.value for t in at.title]
+
+
+@pytest.mark.parametrize("raw", ["9223372036854775808", "²", "٣", "-4", "0", "1e3",
+                                 "99999999999999999999"])
+def test_a_case_link_that_is_no_case_number_says_so(app_db, make_app, raw):
+    # Before: 2**63 raised OverflowError in the driver and "²" a ValueError in int().
+    app_db.add_user("nina")
+    at = sign_in(make_app(), "nina")
+    at.switch_page("pages/case.py")
+    at.query_params["case"] = raw
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "That is not a case number." in texts(at)
+
+
+@pytest.mark.parametrize("typed", ["²", "99999999999999999999", "9223372036854775808"])
+def test_the_sidebar_lookup_answers_nonsense_with_no_case(app_db, make_app, typed):
+    app_db.add_user("nina")
+    at = sign_in(make_app(), "nina")
+    at.switch_page("pages/case.py")
+    at.run()
+    at.text_input(key="case_lookup").input(typed)
+    at.button(key="case_lookup_go").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "No case with that number or record number in your reach." in texts(at)
+
+
+def test_the_sidebar_lookup_finds_a_record_number_typed_in_lower_case(app_db, make_app):
+    app_db.add_user("nina")
+    with app_db.session() as s:
+        patient = factories.make_patient(s, now=app_db.now, mrn="QA00000042")
+        case_id = factories.make_case(s, now=app_db.now, team=app_db.team(s),
+                                      patient=patient).id
+    at = sign_in(make_app(), "nina")
+    at.switch_page("pages/case.py")
+    at.run()
+    at.text_input(key="case_lookup").input(" qa00000042 ")
+    at.button(key="case_lookup_go").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["case_id"] == case_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import event, update
@@ -407,6 +407,27 @@ def test_headline_counts_at_risk_overdue_records_and_the_sla_levels_now(engine, 
         h = headline(s, actor=actor, now=now)
     assert (h.open_cases, h.stalled, h.escalated, h.at_risk, h.records_overdue,
             h.appointments_this_week) == (5, 2, 1, 1, 1, 1)
+
+
+def test_a_record_to_chase_today_is_not_overdue_on_the_evening_of_today(engine, now):
+    # 21:00 in New York is already tomorrow in UTC: "overdue" counts the service's days.
+    evening = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)  # 25 Nov, 21:00 in New York
+    with session_scope(engine) as s:
+        team, _, me = _setup(s, now)
+        for chase in (date(2026, 11, 25), date(2026, 11, 24)):
+            case = make_case(s, now=now, team=team, assignee=me, state="records_requested",
+                             days_in_state=1)
+            make_record(s, case=case, now=now, status="requested",
+                        requested_at=now - timedelta(days=5), chase_on=chase)
+        case = make_case(s, now=now, team=team, assignee=me, state="scheduled",
+                         appointment_at=datetime(2026, 11, 27, 15, 30, tzinfo=UTC))
+        actor = actor_for(me)
+    with session_scope(engine, write=False) as s:
+        assert headline(s, actor=actor, now=evening).records_overdue == 1
+        rows = queue(s, actor=actor, now=evening).rows
+    # and the visit is told in the service's time, as the page's caption says
+    why = next(r.why for r in rows if r.case_id == case.id)
+    assert "27 Nov 10:30" in why and "UTC" not in why, why
 
 
 def _generic_plan(engine, statement: str, parameters) -> str:  # noqa: ANN001

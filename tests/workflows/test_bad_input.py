@@ -19,7 +19,7 @@ from core.errors import (
     TransitionNotAllowed,
     ValidationError,
 )
-from core.models import AuditEntry, Case, CaseEvent, ContactAttempt, Note, RecordItem
+from core.models import AuditEntry, Case, CaseEvent, ContactAttempt, Note, Patient, RecordItem
 from core.vocab import AuditOutcome, CaseState, RecordKind, RecordStatus
 from core.workflows import case_ops, contacts, records
 from core.workflows.engine import move_case
@@ -320,3 +320,78 @@ def test_a_signed_release_cannot_be_waived(scene):
         assert release.status == RecordStatus.RECEIVED
     refused(scene, ValidationError, lambda s, w, c, i, t: records.waive_record(
         s, item_id=release.id, reason="no need", actor=w.coord, now=t))
+
+
+# --- a record number already on file -------------------------------------------------------
+
+def _create(engine, world, now, **overrides):
+    with session_scope(engine) as s:
+        return create_case_from_assessment(
+            s, assessment=assessment(**overrides), team_id=world.team.id, assignee_id=None,
+            actor=world.coord, now=now).id
+
+
+def _counts(engine):
+    with session_scope(engine, write=False) as s:
+        return tuple(s.exec(select(func.count()).select_from(m)).one() for m in (Case, Patient))
+
+
+def test_a_record_number_on_file_for_someone_else_is_refused_with_a_message(engine, now):
+    with session_scope(engine) as s:
+        world = make_world(s, now)
+    _create(engine, world, now, mrn="MRN-77")
+    before = _counts(engine)
+    with pytest.raises(ValidationError, match="on file for a different patient"):
+        _create(engine, world, now, mrn="MRN-77", first_name="Other")
+    assert _counts(engine) == before
+
+
+def test_a_returning_patient_gets_a_new_case_once_the_first_is_closed(engine, now):
+    with session_scope(engine) as s:
+        world = make_world(s, now)
+    first = _create(engine, world, now, mrn="MRN-78", date_of_birth=date(1960, 5, 1))
+    before = _counts(engine)
+    # the same person, the same number, while the first case is open: refused
+    with pytest.raises(ValidationError, match="already has an open case"):
+        _create(engine, world, now, mrn="MRN-78", first_name=" ana ")
+    assert _counts(engine) == before
+    with session_scope(engine) as s:
+        move_case(s, case_id=first, move=Move.CLOSE, actor=world.mgr, now=now,
+                  close_reason="declined", close_note="moved away")
+    second = _create(engine, world, now + timedelta(days=1), mrn="MRN-78",
+                     date_of_birth=date(1960, 5, 1))
+    with session_scope(engine, write=False) as s:
+        assert s.get(Case, second).patient_id == s.get(Case, first).patient_id
+    assert _counts(engine) == (before[0] + 1, before[1])
+
+
+# --- dates a slip of the picker gives --------------------------------------------------------
+
+def test_a_hold_longer_than_the_limit_is_refused(scene):
+    from core.workflows.case_ops import MAX_HOLD_DAYS
+
+    far = (scene[4] + timedelta(days=MAX_HOLD_DAYS + 2)).date()
+    refused(scene, ValidationError, lambda s, w, c, i, t: case_ops.put_on_hold(
+        s, case_id=c, reason="waiting on the insurer", resume_on=far, actor=w.coord, now=t),
+        match="at most 90 days")
+
+
+def test_a_chase_date_in_the_past_is_refused(scene):
+    refused(scene, ValidationError, lambda s, w, c, i, t: records.set_chase_date(
+        s, item_id=i, chase_on=(t - timedelta(days=3)).date(), actor=w.coord, now=t),
+        match="cannot be in the past")
+
+
+def test_an_appointment_years_ahead_is_refused_when_scheduling(engine, now):
+    from core.workflows.guards import MAX_APPOINTMENT_DAYS_AHEAD
+
+    with session_scope(engine) as s:
+        world = make_world(s, now)
+        case, t = walk_to(s, world, CaseState.RECORDS_RECEIVED, now)
+    before = snapshot(engine, case.id)
+    with pytest.raises(GuardFailed, match=f"within {MAX_APPOINTMENT_DAYS_AHEAD} days"):
+        with session_scope(engine) as s:
+            move_case(s, case_id=case.id, move=Move.SCHEDULE, actor=world.coord, now=t,
+                      appointment_at=t + timedelta(days=3 * 365),
+                      specialist_id=world.specialist.id)
+    assert snapshot(engine, case.id) == before

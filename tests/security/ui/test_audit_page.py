@@ -38,21 +38,22 @@ def test_an_admin_sees_the_log_with_user_text_shown_literally(app_db, make_app):
                      detail={"note": HOSTILE})
     at = _open_page(app_db, make_app)
     assert not at.exception
-    table = at.table[0].value
+    table = at.dataframe[0].value
     assert "case.note" in set(table["action"]) and "login" in set(table["action"])
     detail = next(d for d in table["detail"] if "onerror" in d)
     assert json.loads(detail)["note"] == HOSTILE  # the exact text, as text
-    # Nothing renders it as Markdown or HTML, and there is nothing to download.
+    # Nothing renders it as Markdown or HTML (st.table would: its cells are Markdown),
+    # and there is nothing to download: the table's own export is off for every table.
     assert "onerror" not in texts(at) and "evil.example" not in texts(at)
+    assert not at.get("table")
     assert not at.get("download_button")
-    assert not at.get("dataframe")  # its toolbar could copy the log out
 
 
 def test_filters_narrow_the_rows_and_each_view_is_audited_once(app_db, make_app):
     at = _open_page(app_db, make_app)
     at.selectbox(key="al_action").select("login")
     at.run()
-    assert set(at.table[0].value["action"]) == {"login"}
+    assert set(at.dataframe[0].value["action"]) == {"login"}
     at.run()  # a redraw of the same view is not a new view
     views = _actions(app_db, "audit.view")
     assert [json.loads(v.detail)["filter"].get("action") for v in views] == [None, "login"]
@@ -88,3 +89,44 @@ def test_other_roles_are_not_offered_the_page_and_are_refused_and_audited(app_db
     with pytest.raises(PermissionDenied), session_scope(app_db.engine) as s:
         search_audit(s, actor=actor_for(user), now=app_db.now, filters=AuditFilter())
     assert len(_actions(app_db, "access.denied")) == 2
+
+
+def test_a_detail_too_long_is_kept_as_valid_json_and_the_page_still_shows(app_db, make_app):
+    # ~400 control characters escape to 2,400 characters of JSON: cut as text, the row
+    # would no longer parse and every view of it would fail.
+    reason = "\x01" * 400 + " the end"
+    with session_scope(app_db.engine) as s:
+        audit.record(s, actor=None, action="export.identified", now=app_db.now,
+                     detail={"reason": reason})
+    stored = _actions(app_db, "export.identified")[0].detail
+    assert len(stored) <= audit.DETAIL_MAX
+    assert json.loads(stored)["truncated"].startswith('{"reason": "\\u0001')
+    at = _open_page(app_db, make_app)
+    assert not at.exception
+    assert any("truncated" in d for d in at.dataframe[0].value["detail"])
+
+
+def test_a_stored_detail_that_is_not_json_is_shown_not_fatal(app_db, make_app,
+                                                             monkeypatch):
+    # A row as the old cut wrote it (JSON text cut and "…" added); the log cannot be
+    # edited, so the reader must cope with it.
+    monkeypatch.setattr(audit, "detail_json", lambda detail: '{"note": "cut…')
+    with session_scope(app_db.engine) as s:
+        audit.record(s, actor=None, action="case.note", now=app_db.now, case_id=7,
+                     detail={"note": "x"})
+    monkeypatch.undo()
+    at = _open_page(app_db, make_app)
+    assert not at.exception
+    assert any("unparsed" in d for d in at.dataframe[0].value["detail"])
+
+
+@pytest.mark.parametrize("entries, older", [(100, False), (101, True)])
+def test_older_is_offered_only_when_there_is_an_older_entry(app_db, make_app, entries, older):
+    with session_scope(app_db.engine) as s:
+        for n in range(entries):
+            audit.record(s, actor=None, action="case.note", now=app_db.now, case_id=n + 1)
+    at = _open_page(app_db, make_app)
+    at.selectbox(key="al_action").select("case.note")
+    at.run()
+    assert len(at.dataframe[0].value) == 100
+    assert any(b.key == "al_older" for b in at.button) is older
