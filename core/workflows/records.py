@@ -266,7 +266,8 @@ def set_chase_date(
         if item.status != RecordStatus.REQUESTED:
             raise ValidationError(f"{_label(item)} is {item.status}; only a requested record "
                                   "can be chased.")
-        if item.requested_at is not None and day < as_utc(item.requested_at).date():
+        # the request's day in the service's calendar, as `day` is
+        if item.requested_at is not None and day < local_today(as_utc(item.requested_at)):
             raise ValidationError("The chase date cannot be before the request date.")
         return _finish(session, case=case, item=item, actor=actor, now=now,
                        action="record.chase", item_changes={"chase_on": day})

@@ -61,7 +61,7 @@ def test_the_missing_records_are_requested_again_and_block_completion(received):
 ])
 def test_a_record_not_on_this_case_is_refused_and_nothing_moves(received, bad, error, match):
     engine, world, case_id, slides_id, foreign_id, t = received
-    ids = {"foreign": [foreign_id], "text": "slides"}.get(bad, bad)
+    ids = {"foreign": [foreign_id], "text": "slides"}[bad] if isinstance(bad, str) else bad
     with pytest.raises(error, match=match):
         _missing(engine, world, case_id, t, ids)
     with session_scope(engine, write=False) as s:

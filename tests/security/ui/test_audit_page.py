@@ -110,11 +110,11 @@ def test_a_stored_detail_that_is_not_json_is_shown_not_fatal(app_db, make_app,
                                                              monkeypatch):
     # A row as the old cut wrote it (JSON text cut and "…" added); the log cannot be
     # edited, so the reader must cope with it.
-    monkeypatch.setattr(audit, "detail_json", lambda detail: '{"note": "cut…')
-    with session_scope(app_db.engine) as s:
-        audit.record(s, actor=None, action="case.note", now=app_db.now, case_id=7,
-                     detail={"note": "x"})
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:  # not .undo(): app_db's patches must stay
+        patched.setattr(audit, "detail_json", lambda detail: '{"note": "cut…')
+        with session_scope(app_db.engine) as s:
+            audit.record(s, actor=None, action="case.note", now=app_db.now, case_id=7,
+                         detail={"note": "x"})
     at = _open_page(app_db, make_app)
     assert not at.exception
     assert any("unparsed" in d for d in at.dataframe[0].value["detail"])
