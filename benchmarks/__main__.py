@@ -242,7 +242,9 @@ def _commit() -> str | None:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
                               capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # the bench's own outputs (results kept in git, the README's table) do not count
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!benchmarks/results", ":!README.md"],
                                cwd=PROJECT_ROOT, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -130,3 +130,27 @@ def test_pace_remembers_the_fastest_reading_of_this_machine_between_runs(tmp_pat
     kept.write_text(json.dumps({**data, "machine": "another machine"}))
     elsewhere = _pace(_FakeMachine([31]), max_wait=300, remember=kept)
     assert elsewhere.fastest is None and elsewhere.settle() == (31, 0)
+
+
+def test_the_commit_measured_ignores_the_bench_s_own_outputs(tmp_path, monkeypatch):
+    import subprocess
+
+    import benchmarks.__main__ as bench
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+                       cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for name in ("README.md", "benchmarks/results/latest-1-sqlite.json", "core.py"):
+        (tmp_path / name).write_text("before\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "start")
+    monkeypatch.setattr(bench, "PROJECT_ROOT", tmp_path)
+    # a run writes its results and the README's table: still the commit measured
+    (tmp_path / "README.md").write_text("table\n")
+    (tmp_path / "benchmarks/results/latest-1-sqlite.json").write_text("{}\n")
+    assert not bench._commit().endswith("+changes")
+    (tmp_path / "core.py").write_text("edited\n")  # code measured that is not committed
+    assert bench._commit().endswith("+changes")
