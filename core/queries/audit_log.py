@@ -70,16 +70,18 @@ def _validate(f: AuditFilter) -> None:
 
 def search_audit(session: Session, *, actor: Actor, now: datetime, filters: AuditFilter,
                  limit: int = 100, before_id: int | None = None,
-                 record_view: bool = True) -> list[AuditRow]:
+                 record_view: bool = True, look_ahead: bool = False) -> list[AuditRow]:
     """One page of entries matching `filters`, newest first; pass the last row's id as
     `before_id` for the next page. Use a write session: the view is audited (a page may
-    pass record_view=False when it merely redraws a view it already recorded)."""
+    pass record_view=False when it merely redraws a view it already recorded).
+    `look_ahead`: one more row than the page, to tell whether an older page exists; the
+    caller shows `limit` rows and the audit row counts only those."""
     _require_viewer(session, actor, now)
     _validate(filters)
     limit = max(1, min(int(limit), PAGE_MAX))
     q = (select(AuditEntry, User.username)
          .outerjoin(User, User.id == AuditEntry.user_id)
-         .order_by(AuditEntry.id.desc()).limit(limit))
+         .order_by(AuditEntry.id.desc()).limit(limit + 1 if look_ahead else limit))
     if before_id is not None:
         q = q.where(AuditEntry.id < before_id)
     if filters.start:
@@ -106,7 +108,7 @@ def search_audit(session: Session, *, actor: Actor, now: datetime, filters: Audi
     ]
     if record_view:
         audit.record(session, actor=actor, action="audit.view", now=now,
-                     detail={"filter": filters.describe(), "rows": len(rows),
+                     detail={"filter": filters.describe(), "rows": min(len(rows), limit),
                              "before_id": before_id})
     return rows
 

@@ -22,31 +22,29 @@ unit of work, which is what lets a 2-core machine sustain hundreds of moves a se
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from core import audit
 from core.actor import Actor
 from core.config import get_settings
 from core.errors import GuardFailed, NotFoundError, ValidationError
-from core.models import REASON_MAX, Case, RecordItem, Specialist
+from core.models import REASON_MAX, Case, Specialist
 from core.permissions import Action, can
 from core.timeutil import as_utc, days_between
-from core.validation import clean_text
+from core.validation import case_number, clean_text
 from core.vocab import (
     FUNNEL_RANK,
     AppointmentMode,
     CaseState,
     CloseReason,
     RecordStatus,
-    Requirement,
 )
+from core.workflows import records
 from core.workflows.guards import GuardContext, run_guards
-from core.workflows.records import DEFAULT_CHASE_DAYS
 from core.workflows.states import (
     TRANSITIONS,
     Move,
@@ -161,15 +159,13 @@ def _missing_items(session: Session, case: Case, ids: Any) -> tuple[int, ...]:
     and received or waived (an item still needed or requested is already outstanding)."""
     if ids is None:
         return ()
-    if isinstance(ids, (int, str)) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    if not isinstance(ids, (list, tuple, set, frozenset)) or not all(
+            case_number(i) == i for i in ids):  # ints within a database id, no bools
         raise ValidationError("Missing records must be given as checklist item ids.")
     wanted = tuple(dict.fromkeys(ids))
     if not wanted:
         return ()
-    found = dict(session.exec(
-        select(RecordItem.id, RecordItem.status)
-        .where(RecordItem.case_id == case.id, RecordItem.id.in_(wanted))).all())
+    found = records.item_statuses(session, case_id=case.id, item_ids=wanted)
     unknown = [i for i in wanted if i not in found]
     if unknown:
         raise NotFoundError(f"Case {case.id} has no record item {unknown[0]}.")
@@ -179,20 +175,6 @@ def _missing_items(session: Session, case: Case, ids: Any) -> tuple[int, ...]:
         raise ValidationError(f"Record item {outstanding[0]} is {found[outstanding[0]]}: "
                               "it is still outstanding, not missing.")
     return wanted
-
-
-def _request_again(session: Session, case: Case, ids: tuple[int, ...], now: datetime,
-                   ) -> None:
-    """The items found missing become required and requested again from now, with the
-    usual chase date; when they arrived (or why they were waived) is cleared."""
-    if not ids:
-        return
-    items = RecordItem.__table__
-    session.connection().execute(
-        update(items).where(items.c.case_id == case.id, items.c.id.in_(ids))
-        .values(status=RecordStatus.REQUESTED.value, requirement=Requirement.REQUIRED.value,
-                requested_at=now, received_at=None, waive_reason=None,
-                chase_on=now.date() + timedelta(days=DEFAULT_CHASE_DAYS), updated_at=now))
 
 
 def _move_changes(move: Move, case: Case, p: dict[str, Any]) -> dict[str, Any]:
@@ -314,7 +296,8 @@ def move_case(
         detail = {"move": move.value, "from": from_state, "to": to_state,
                   "version": case.version}
         if p.get("missing_items"):
-            _request_again(session, case, p["missing_items"], now)
+            records.request_again(session, case_id=case.id, item_ids=p["missing_items"],
+                                  now=now)
             detail["missing_items"] = list(p["missing_items"])
         audit.record(session, actor=actor, action="case.move", now=now, case_id=case.id,
                      detail=detail)

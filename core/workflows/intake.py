@@ -15,6 +15,7 @@ from datetime import date, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from core import audit
 from core.actor import Actor
 from core.config import get_settings
 from core.errors import NotFoundError, ValidationError
@@ -133,7 +134,8 @@ def validate_assessment(a: Assessment, *, today: date) -> Assessment:
         city=clean_text(a.city, field="City", max_length=NAME_MAX),
         region=clean_text(a.region, field="Region", max_length=64),
         zip_code=clean_text(a.zip_code, field="ZIP code", max_length=16),
-        mrn=clean_text(a.mrn, field="Record number", max_length=32),
+        # Upper-case: "mrn-9" and "MRN-9" are one record number (the lookups say so too).
+        mrn=(clean_text(a.mrn, field="Record number", max_length=32) or "").upper() or None,
         cancer_type=require_text(a.cancer_type, field="Cancer type", max_length=32),
     )
 
@@ -159,32 +161,48 @@ def _check_assignee(session: Session, assignee_id: int | None, team_id: int) -> 
         raise ValidationError(f"{user.full_name} cannot be assigned cases of this team.")
 
 
-def _patient_for(session: Session, a: Assessment, *, now: datetime) -> Patient:
-    """The patient of a new case: the one already on file under this record number (a
-    returning patient: same name, and the same date of birth when both are known), or
-    a new one. A record number on file for someone else, or a patient whose earlier case
-    is still open, is refused with a message: never a database error, never a second
-    patient under one number."""
+_CONTACT_FIELDS = ("phone", "email", "address_line", "city", "region", "zip_code")
+
+
+def _patient_for(session: Session, a: Assessment, *, team_id: int, now: datetime,
+                 ) -> tuple[Patient, list[str] | None]:
+    """The patient of a new case, and, for a returning patient, the contact fields the
+    new assessment updated (None: a new patient).
+
+    A record number already on file is the same patient again only when the name and
+    the date of birth (both given) match and every earlier case of theirs was this
+    team's; their earlier case must be closed. Anything else is refused with one message
+    that says nothing of whose number it is: a record number and a name must not be
+    enough to reach another team's patient (their phone, address and date of birth)."""
     if a.mrn:
-        known = session.exec(select(Patient).where(Patient.mrn == a.mrn)).first()
+        # Locked: two intakes of the same returning patient at once must not both pass
+        # the open-case check below (PostgreSQL; SQLite writes one at a time anyway).
+        known = session.exec(select(Patient).where(Patient.mrn == a.mrn)
+                             .with_for_update()).first()
         if known is not None:
+            teams = set(session.exec(select(Case.team_id).where(Case.patient_id == known.id)))
             same_person = (known.search_name == search_key(f"{a.first_name} {a.last_name}")
-                           and (known.date_of_birth is None or a.date_of_birth is None
-                                or known.date_of_birth == a.date_of_birth))
+                           and known.date_of_birth is not None
+                           and known.date_of_birth == a.date_of_birth
+                           and teams <= {team_id})
             if not same_person:
-                # Says nothing about who holds the number: it may be another team's.
                 raise ValidationError(
-                    f"Record number {a.mrn} is on file for a different patient (the name "
-                    "or date of birth differ). Check the number, or leave it empty.")
+                    f"Record number {a.mrn} is already on file. Check the number; for a "
+                    "returning patient give the same name and date of birth, or leave the "
+                    "record number empty for a new one.")
             still_open = session.exec(select(Case.id).where(Case.patient_id == known.id,
                                                             CASE_IS_OPEN)).first()
             if still_open is not None:
-                # Its number is not given: the case may be another team's.
                 raise ValidationError(
-                    f"{a.first_name} {a.last_name} (record number {a.mrn}) already has an "
-                    "open case: continue that one (Case page, open by record number), or "
-                    "ask its team to close it first.")
-            return known
+                    f"{a.first_name} {a.last_name} (record number {a.mrn}) already has "
+                    f"open case #{still_open}: continue that one, or close it first.")
+            # What the patient told us now is newer than what is on file.
+            updated = [name for name in _CONTACT_FIELDS
+                       if getattr(a, name) and getattr(a, name) != getattr(known, name)]
+            for name in updated:
+                setattr(known, name, getattr(a, name))
+            session.add(known)
+            return known, updated
     patient = Patient(
         mrn=a.mrn or f"CD-{uuid.uuid4().hex[:12].upper()}",
         first_name=a.first_name, last_name=a.last_name,
@@ -201,7 +219,7 @@ def _patient_for(session: Session, a: Assessment, *, now: datetime) -> Patient:
         # Another coordinator stored the same new record number a moment ago.
         raise ValidationError(f"Record number {a.mrn} was just stored by someone else: "
                               "open the case list and check.") from None
-    return patient
+    return patient, None
 
 
 def create_case_from_assessment(
@@ -220,7 +238,7 @@ def create_case_from_assessment(
         _check_assignee(session, assignee_id, team_id)
         a = validate_assessment(assessment, today=today)
         result = assess(a, today)
-        patient = _patient_for(session, a, now=now)
+        patient, updated = _patient_for(session, a, team_id=team_id, now=now)
         case = Case(
             patient_id=patient.id, team_id=team_id, assignee_id=assignee_id,
             priority=(Priority.URGENT if result.urgent else Priority.ROUTINE).value,
@@ -241,6 +259,11 @@ def create_case_from_assessment(
             state_entered_at=now, created_at=now, updated_at=now,
         )
         case = open_case(session, case=case, actor=actor, now=now)
+        if updated is not None:
+            # which patient record the case joined, and what the intake changed on it
+            audit.record(session, actor=actor, action="case.patient_reused", now=now,
+                         case_id=case.id, detail={"patient_id": patient.id,
+                                                  "updated": updated})
         build_checklist(session, case=case, now=now)
         if not result.candidate:
             case = move_case(session, case_id=case.id, move=Move.CLOSE, actor=actor, now=now,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from core import audit
@@ -331,6 +332,31 @@ def add_record_item(
                      detail={"item_ids": [i.id for i in new], "kind": kind.value,
                              "version": case.version})
     return case
+
+
+def item_statuses(session: Session, *, case_id: int, item_ids: tuple[int, ...]
+                  ) -> dict[int, str]:
+    """The status of each of these items that is on this case (others are left out)."""
+    return dict(session.exec(
+        select(RecordItem.id, RecordItem.status)
+        .where(RecordItem.case_id == case_id, RecordItem.id.in_(item_ids))).all())
+
+
+def request_again(session: Session, *, case_id: int, item_ids: tuple[int, ...],
+                  now: datetime) -> None:
+    """Items found missing after all ("Record missing", `engine.move_case`, which has
+    checked them and writes the audit row): required and requested again from now,
+    with the usual chase date in the service's calendar. When they arrived, why they
+    were waived and the old courier's tracking number are cleared."""
+    if not item_ids:
+        return
+    items = RecordItem.__table__
+    session.connection().execute(
+        update(items).where(items.c.case_id == case_id, items.c.id.in_(item_ids))
+        .values(status=RecordStatus.REQUESTED.value, requirement=Requirement.REQUIRED.value,
+                requested_at=now, received_at=None, waive_reason=None, tracking_number=None,
+                chase_on=local_today(now) + timedelta(days=DEFAULT_CHASE_DAYS),
+                updated_at=now))
 
 
 def checklist(session: Session, *, case_id: int) -> list[RecordItem]:

@@ -73,8 +73,8 @@ try:
     with session_scope(engine) as session:  # a write: the view itself is audited
         # one row more than a page: whether there is an older page, without offering
         # one that turns out empty
-        rows = search_audit(session, actor=actor, now=now, filters=filters, limit=PAGE + 1,
-                            before_id=pages[-1],
+        rows = search_audit(session, actor=actor, now=now, filters=filters, limit=PAGE,
+                            look_ahead=True, before_id=pages[-1],
                             record_view=st.session_state.get("al_recorded") != view)
     st.session_state["al_recorded"] = view
 except CaseDeskError as exc:

@@ -325,11 +325,11 @@ def test_a_signed_release_cannot_be_waived(scene):
 
 # --- a record number already on file -------------------------------------------------------
 
-def _create(engine, world, now, **overrides):
+def _create(engine, world, now, team=None, actor=None, **overrides):
     with session_scope(engine) as s:
         return create_case_from_assessment(
-            s, assessment=assessment(**overrides), team_id=world.team.id, assignee_id=None,
-            actor=world.coord, now=now).id
+            s, assessment=assessment(**overrides), team_id=(team or world.team).id,
+            assignee_id=None, actor=actor or world.coord, now=now).id
 
 
 def _counts(engine):
@@ -337,32 +337,61 @@ def _counts(engine):
         return tuple(s.exec(select(func.count()).select_from(m)).one() for m in (Case, Patient))
 
 
-def test_a_record_number_on_file_for_someone_else_is_refused_with_a_message(engine, now):
+BORN = date(1960, 5, 1)
+
+
+@pytest.mark.parametrize("change", [
+    {"first_name": "Other"},  # someone else's number
+    {"date_of_birth": date(1961, 5, 1)},
+    {"date_of_birth": None},  # a name and a number are not enough
+])
+def test_a_record_number_on_file_is_refused_unless_it_is_the_same_patient(engine, now, change):
     with session_scope(engine) as s:
         world = make_world(s, now)
-    _create(engine, world, now, mrn="MRN-77")
+    _create(engine, world, now, mrn="MRN-77", date_of_birth=BORN)
     before = _counts(engine)
-    with pytest.raises(ValidationError, match="on file for a different patient"):
-        _create(engine, world, now, mrn="MRN-77", first_name="Other")
+    with pytest.raises(ValidationError, match="MRN-77 is already on file"):
+        _create(engine, world, now, **{"mrn": "mrn-77", "date_of_birth": BORN, **change})
     assert _counts(engine) == before
+
+
+def test_another_teams_patient_is_not_reached_by_name_and_record_number(engine, now):
+    with session_scope(engine) as s:
+        world = make_world(s, now)
+    first = _create(engine, world, now, mrn="MRN-79", date_of_birth=BORN, phone="111")
+    with session_scope(engine) as s:
+        move_case(s, case_id=first, move=Move.CLOSE, actor=world.mgr, now=now,
+                  close_reason="declined", close_note="moved away")
+    before = _counts(engine)
+    with pytest.raises(ValidationError, match="already on file"):
+        _create(engine, world, now + timedelta(days=1), team=world.other_team,
+                actor=world.stranger, mrn="MRN-79", date_of_birth=BORN, phone="222")
+    assert _counts(engine) == before
+    with session_scope(engine, write=False) as s:
+        assert s.exec(select(Patient.phone).where(Patient.mrn == "MRN-79")).one() == "111"
 
 
 def test_a_returning_patient_gets_a_new_case_once_the_first_is_closed(engine, now):
     with session_scope(engine) as s:
         world = make_world(s, now)
-    first = _create(engine, world, now, mrn="MRN-78", date_of_birth=date(1960, 5, 1))
+    first = _create(engine, world, now, mrn="MRN-78", date_of_birth=BORN, phone="111")
     before = _counts(engine)
     # the same person, the same number, while the first case is open: refused
-    with pytest.raises(ValidationError, match="already has an open case"):
-        _create(engine, world, now, mrn="MRN-78", first_name=" ana ")
+    with pytest.raises(ValidationError, match=f"already has open case #{first}"):
+        _create(engine, world, now, mrn="MRN-78", first_name=" ana ", date_of_birth=BORN)
     assert _counts(engine) == before
     with session_scope(engine) as s:
         move_case(s, case_id=first, move=Move.CLOSE, actor=world.mgr, now=now,
                   close_reason="declined", close_note="moved away")
-    second = _create(engine, world, now + timedelta(days=1), mrn="MRN-78",
-                     date_of_birth=date(1960, 5, 1))
+    second = _create(engine, world, now + timedelta(days=1), mrn="mrn-78",
+                     date_of_birth=BORN, phone="222")
     with session_scope(engine, write=False) as s:
-        assert s.get(Case, second).patient_id == s.get(Case, first).patient_id
+        patient = s.get(Patient, s.get(Case, first).patient_id)
+        assert s.get(Case, second).patient_id == patient.id
+        assert patient.phone == "222"  # what the patient says now replaces what was on file
+        reused = s.exec(select(AuditEntry).where(
+            AuditEntry.action == "case.patient_reused")).one()
+        assert reused.case_id == second and '"updated": ["phone"]' in reused.detail
     assert _counts(engine) == (before[0] + 1, before[1])
 
 

@@ -4,6 +4,7 @@ requested again in the same transaction, so 'Records complete' waits for them.""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from sqlmodel import select
@@ -12,7 +13,9 @@ from core.db import session_scope
 from core.errors import GuardFailed, NotFoundError, ValidationError
 from core.models import AuditEntry, Case, RecordItem
 from core.vocab import CaseState, RecordKind, RecordStatus, Requirement
+from core.workflows.clocks import local_today
 from core.workflows.engine import move_case
+from core.workflows.records import DEFAULT_CHASE_DAYS
 from core.workflows.states import Move
 from tests.workflows.helpers import items, make_world, walk_to
 
@@ -26,6 +29,8 @@ def received(engine, now):
         slides = items(s, case.id, kind=RecordKind.GLASS_SLIDES)[0]
         foreign = items(s, other.id, kind=RecordKind.GLASS_SLIDES)[0]
         assert slides.status == RecordStatus.RECEIVED
+        slides.tracking_number = "1Z-OLD-COURIER"  # the shipment that arrived broken
+        s.add(slides)
     return engine, world, case.id, slides.id, foreign.id, t
 
 
@@ -43,7 +48,9 @@ def test_the_missing_records_are_requested_again_and_block_completion(received):
         item = s.get(RecordItem, slides_id)
         assert (item.status, item.requirement) == (RecordStatus.REQUESTED,
                                                    Requirement.REQUIRED)
-        assert item.received_at is None and item.chase_on is not None
+        assert item.received_at is None and item.tracking_number is None
+        # the chase date counts the service's days (America/New_York), not UTC's
+        assert item.chase_on == local_today(t) + timedelta(days=DEFAULT_CHASE_DAYS)
         move = s.exec(select(AuditEntry).where(AuditEntry.action == "case.move")
                       .order_by(AuditEntry.id.desc())).first()
         assert json.loads(move.detail)["missing_items"] == [slides_id]
@@ -58,6 +65,9 @@ def test_the_missing_records_are_requested_again_and_block_completion(received):
     ([10**9], NotFoundError, "has no record item"),
     ("text", ValidationError, "checklist item ids"),
     ([True], ValidationError, "checklist item ids"),
+    ([2**70], ValidationError, "checklist item ids"),  # past a database id
+    (3.5, ValidationError, "checklist item ids"),
+    ((i for i in [1]), ValidationError, "checklist item ids"),  # read once: not accepted
 ])
 def test_a_record_not_on_this_case_is_refused_and_nothing_moves(received, bad, error, match):
     engine, world, case_id, slides_id, foreign_id, t = received

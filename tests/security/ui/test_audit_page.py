@@ -130,3 +130,6 @@ def test_older_is_offered_only_when_there_is_an_older_entry(app_db, make_app, en
     at.run()
     assert len(at.dataframe[0].value) == 100
     assert any(b.key == "al_older" for b in at.button) is older
+    # the view's audit row counts the rows shown, not the one read ahead
+    last_view = _actions(app_db, "audit.view")[-1]
+    assert json.loads(last_view.detail)["rows"] == 100
