@@ -1,7 +1,9 @@
 """Sustained transitions per second (issue 3's `move_case`): one after another, each in
 its own transaction with its compare-and-set update, history row and audit row, by the
 demo manager on cases of their team. The moves cycle through close, reopen, record
-missing and no-show (moves whose guards need only a reason, so every one succeeds).
+missing and no-show (moves whose guards need only a reason, and for record missing the
+record found missing - the case's first received one, requested again by the move - so
+every one succeeds).
 
 floor: the same writes as bare SQL on a bare connection - read the case, compare-and-set
 UPDATE, INSERT the history row, read the last audit hash, INSERT the audit row, commit.
@@ -14,14 +16,14 @@ import json
 import statistics
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from benchmarks.common import actor
 from benchmarks.context import Ctx
 from benchmarks.report import Row, Target
 from benchmarks.timing import Stat, Timer
 from core.db import session_scope
-from core.models import Case
+from core.models import Case, RecordItem
 from core.vocab import Role
 
 BATCH = 200
@@ -48,12 +50,28 @@ def _plan(ctx: Ctx, team_id: int, n: int) -> list[tuple[int, str, dict]]:
         "no_show": (_candidates(ctx, team_id, "scheduled", per),
                     {"reason": "benchmark: no-show"}),
     }
+    # "record missing" names the record found missing: the case's first received one
+    first_received = _first_received(ctx, pools["record_missing"][0])
+    pools["record_missing"] = ([c for c in pools["record_missing"][0] if c in first_received],
+                               pools["record_missing"][1])
     plan = []
     for i in range(per):
         for move, (ids, params) in pools.items():
             if i < len(ids):
-                plan.append((ids[i], move, params))
+                extra = ({"missing_items": [first_received[ids[i]]]}
+                         if move == "record_missing" else {})
+                plan.append((ids[i], move, {**params, **extra}))
     return plan[:n]
+
+
+def _first_received(ctx: Ctx, case_ids: list[int]) -> dict[int, int]:
+    if not case_ids:
+        return {}
+    with session_scope(ctx.engine, write=False) as session:
+        return dict(session.execute(
+            select(RecordItem.case_id, func.min(RecordItem.id))
+            .where(RecordItem.case_id.in_(case_ids), RecordItem.status == "received")
+            .group_by(RecordItem.case_id)).all())
 
 
 def _floor_plan(ctx: Ctx, team_id: int, n: int) -> list[int]:

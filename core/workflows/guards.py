@@ -199,6 +199,15 @@ def reason_given(ctx: GuardContext) -> list[str]:
     return ["a reason is needed"]
 
 
+@guard("missing_records_named")
+def missing_records_named(ctx: GuardContext) -> list[str]:
+    # "Record missing" sends the case back for those records: without them nothing would
+    # be outstanding, and the case could be marked complete again at once.
+    if not ctx.has_params or ctx.param("missing_items"):
+        return []
+    return ["choose the records that are missing"]
+
+
 @guard("close_reason_valid")
 def close_reason_valid(ctx: GuardContext) -> list[str]:
     if not ctx.has_params:

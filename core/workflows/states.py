@@ -73,7 +73,7 @@ TRANSITIONS: dict[Move, Transition] = {
         Transition(Move.MARK_SEEN, (S.SCHEDULED,), S.SEEN,
                    ("appointment_passed",)),
         Transition(Move.RECORD_MISSING, (S.RECORDS_RECEIVED,), S.RECORDS_REQUESTED,
-                   ("reason_given",)),
+                   ("reason_given", "missing_records_named")),
         Transition(Move.NO_SHOW, (S.SCHEDULED,), S.RECORDS_RECEIVED,
                    ("reason_given",)),
         Transition(Move.CLOSE, OPEN_STATES, S.CLOSED,

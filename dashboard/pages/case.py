@@ -207,11 +207,8 @@ for move, unmet in d.moves.items():
                                           "Records first.")
             reason = st.text_input(f"Reason ({move.label.lower()})", key=f"reason_{move.value}")
             if st.button(move.label, key=f"move_{move.value}"):
-                if not missing:
-                    st.error("Choose the records that are missing.")
-                else:
-                    case_act(f"{move.label}: the records are requested again.", move_case,
-                             move=move, reason=reason or None, missing_items=missing)
+                case_act(f"{move.label}: the records are requested again.", move_case,
+                         move=move, reason=reason or None, missing_items=missing)
         elif move in REASON_MOVES:
             reason = st.text_input(f"Reason ({move.label.lower()})", key=f"reason_{move.value}")
             if st.button(move.label, key=f"move_{move.value}"):

@@ -127,7 +127,8 @@ def test_record_missing_names_the_records_and_they_are_requested_again(app_db, m
     click(at, "Record missing")
     at.run()
     # nothing chosen: said, and nothing moved
-    assert any("Choose the records that are missing" in e.value for e in at.error)
+    assert any("choose the records that are missing" in e.value for e in at.error), \
+        [e.value for e in at.error]
     with app_db.session(write=False) as s:
         assert s.get(Case, case_id).state == "records_received"
     at.multiselect(key="missing_items").select(slides_id)

@@ -107,8 +107,10 @@ class Workload:
             move_case(s, case_id=case_id, move=Move.RECORDS_COMPLETE, actor=a, now=now)
         elif state is CaseState.RECORDS_RECEIVED:
             if self.rng.random() < 0.2:
+                broken = [i.id for i in self._items(s, case_id)
+                          if i.status == RecordStatus.RECEIVED][:1]
                 move_case(s, case_id=case_id, move=Move.RECORD_MISSING, actor=a, now=now,
-                          reason="slides broken in transit")
+                          reason="slides broken in transit", missing_items=broken)
             else:
                 move_case(s, case_id=case_id, move=Move.SCHEDULE, actor=a, now=now,
                           appointment_at=now + timedelta(milliseconds=50),

@@ -137,7 +137,7 @@ def test_an_empty_reason_for_a_missing_record_is_refused(scene):
         advance(s, world, case, t)
     err = refused(scene, GuardFailed, lambda s, w, c, i, t: move_case(
         s, case_id=c, move=Move.RECORD_MISSING, actor=w.coord, now=t + timedelta(hours=2),
-        reason="  "))
+        reason="  ", missing_items=[i]))
     assert err.reasons == ["a reason is needed"]
 
 

@@ -9,27 +9,36 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from core.db import create_db_engine, session_scope
-from core.models import Case, CaseEvent, SlaRule
+from core.models import Case, CaseEvent, RecordItem, SlaRule
 from core.vocab import FUNNEL_RANK, Role
 from core.workflows.engine import move_case
 from core.workflows.states import Move
-from tests.factories import actor_for, make_case, make_team, make_user
+from tests.factories import actor_for, make_case, make_record, make_team, make_user
 
 
 def _scene(engine, now):
     with session_scope(engine) as session:
         team = make_team(session, now=now)
         manager = actor_for(make_user(session, now=now, team=team, role=Role.MANAGER))
-        ids = [make_case(session, now=now, team=team, state="records_received").id
-               for _ in range(2)]
+        ids = []
+        for _ in range(2):
+            case = make_case(session, now=now, team=team, state="records_received")
+            make_record(session, case=case, now=now, status="received")
+            ids.append(case.id)
     return manager, ids
+
+
+def _missing(session, case_id):  # noqa: ANN001, ANN202
+    """What "record missing" needs besides a reason: the case's received record."""
+    return {"missing_items": list(session.execute(
+        select(RecordItem.id).where(RecordItem.case_id == case_id)).scalars())}
 
 
 def test_a_move_uses_a_limit_another_process_changed_a_moment_before(engine, now):
     manager, (first, second) = _scene(engine, now)
     with session_scope(engine) as session:
         moved = move_case(session, case_id=first, move=Move.RECORD_MISSING, actor=manager,
-                          now=now, reason="slides missing")
+                          now=now, reason="slides missing", **_missing(session, first))
     assert moved.due_at == now + timedelta(days=10)  # the default for records_requested
     # Another process (its own engine and connection) edits the limit directly.
     other = create_db_engine(engine.url.render_as_string(hide_password=False))
@@ -39,7 +48,7 @@ def test_a_move_uses_a_limit_another_process_changed_a_moment_before(engine, now
     other.dispose()
     with session_scope(engine) as session:
         moved = move_case(session, case_id=second, move=Move.RECORD_MISSING, actor=manager,
-                          now=now, reason="slides missing")
+                          now=now, reason="slides missing", **_missing(session, second))
     assert moved.due_at == now + timedelta(days=4)
     assert moved.due_soon_at == now + timedelta(days=3)
     assert moved.escalate_at == now + timedelta(days=6)
@@ -50,7 +59,8 @@ def test_the_sessions_own_copy_of_a_moved_case_is_kept_current(engine, now):
     with session_scope(engine) as session:
         held = session.get(Case, case_id)
         returned = move_case(session, case_id=case_id, move=Move.RECORD_MISSING,
-                             actor=manager, now=now, reason="slides missing")
+                             actor=manager, now=now, reason="slides missing",
+                             **_missing(session, case_id))
         assert returned is held
         assert session.get(Case, case_id).state == "records_requested"
         assert held.version == 2 and not session.dirty  # current, with nothing to flush
@@ -64,6 +74,8 @@ def test_a_move_records_the_team_and_keeps_the_furthest_stage(engine, now):
             t += timedelta(hours=1)
             extra = ({"close_reason": "other", "close_note": "test"} if move is Move.CLOSE
                      else {"reason": "test"})
+            if move is Move.RECORD_MISSING:
+                extra |= _missing(session, case_id)
             case = move_case(session, case_id=case_id, move=move, actor=manager, now=t,
                              **extra)
     with session_scope(engine, write=False) as session:
@@ -88,7 +100,7 @@ def test_the_drivers_cursor_reads_and_writes_what_sqlalchemy_would(engine, now):
     manager, (case_id, _) = _scene(engine, now)
     with session_scope(engine) as session:
         move_case(session, case_id=case_id, move=Move.RECORD_MISSING, actor=manager,
-                  now=now, reason="slides missing")
+                  now=now, reason="slides missing", **_missing(session, case_id))
     with session_scope(engine) as session:
         conn = session.connection()
         for stmt in (write._LOAD, write._LOAD_WITH_LIMITS):

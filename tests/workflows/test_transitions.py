@@ -50,7 +50,11 @@ def _good(move, session, world, case, t):
         satisfy_records_complete(session, world, case, t)
     if move is Move.SCHEDULE:
         return world.coord, {"appointment_at": t + timedelta(days=3)}
-    if move in (Move.RECORD_MISSING, Move.NO_SHOW):
+    if move is Move.RECORD_MISSING:
+        received = [i.id for i in items(session, case.id) if i.status == RecordStatus.RECEIVED]
+        return world.coord, {"reason": "pathology block missing",
+                             "missing_items": received[:1]}
+    if move is Move.NO_SHOW:
         return world.coord, {"reason": "pathology block missing"}
     if move is Move.CLOSE:
         return world.coord, {"close_reason": CloseReason.DECLINED}
@@ -97,7 +101,10 @@ def _bad(move, session, world, case, t):
         return case, world.coord, {"_now": case.appointment_at - timedelta(minutes=1)}, [
             f"the appointment ({_local(case.appointment_at):%Y-%m-%d %H:%M %Z}) "
             "has not happened yet"]
-    if move in (Move.RECORD_MISSING, Move.NO_SHOW, Move.REOPEN):
+    if move is Move.RECORD_MISSING:
+        return case, world.coord, {"reason": "   ", "missing_items": []}, [
+            "a reason is needed", "choose the records that are missing"]
+    if move in (Move.NO_SHOW, Move.REOPEN):
         actor = world.mgr if move is Move.REOPEN else world.coord
         return case, actor, {"reason": "   "}, ["a reason is needed"]
     if move is Move.CLOSE:
