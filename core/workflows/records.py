@@ -262,14 +262,13 @@ def set_chase_date(
         item, case = _begin(session, item_id=item_id, actor=actor,
                             expected_version=expected_version, what="set a chase date")
         day = parse_date(chase_on, field="Chase date")
+        # Not in the past, so never before the request either (a request is never
+        # dated in the future).
         if day < local_today(now):
             raise ValidationError(f"The chase date cannot be in the past ({day.isoformat()}).")
         if item.status != RecordStatus.REQUESTED:
             raise ValidationError(f"{_label(item)} is {item.status}; only a requested record "
                                   "can be chased.")
-        # the request's day in the service's calendar, as `day` is
-        if item.requested_at is not None and day < local_today(as_utc(item.requested_at)):
-            raise ValidationError("The chase date cannot be before the request date.")
         return _finish(session, case=case, item=item, actor=actor, now=now,
                        action="record.chase", item_changes={"chase_on": day})
 

@@ -419,3 +419,34 @@ def test_an_appointment_years_ahead_is_refused_when_scheduling(engine, now):
                       appointment_at=t + timedelta(days=3 * 365),
                       specialist_id=world.specialist.id)
     assert snapshot(engine, case.id) == before
+
+
+def test_the_date_limits_take_their_last_day_and_refuse_the_next(engine, now):
+    from core.workflows.case_ops import MAX_HOLD_DAYS, put_on_hold, resume, set_appointment
+    from core.workflows.clocks import local_today
+    from core.workflows.guards import MAX_APPOINTMENT_DAYS_AHEAD
+
+    with session_scope(engine) as s:
+        world = make_world(s, now)
+        case, t = walk_to(s, world, CaseState.SCHEDULED, now)
+    last_hold_day = local_today(t) + timedelta(days=MAX_HOLD_DAYS)
+    with pytest.raises(ValidationError, match="at most 90 days"):
+        with session_scope(engine) as s:
+            put_on_hold(s, case_id=case.id, reason="insurer", actor=world.coord, now=t,
+                        resume_on=last_hold_day + timedelta(days=1))
+    with session_scope(engine) as s:
+        put_on_hold(s, case_id=case.id, reason="insurer", actor=world.coord, now=t,
+                    resume_on=last_hold_day)
+        resume(s, case_id=case.id, actor=world.coord, now=t)
+    # rescheduling has the scheduling move's limit
+    before = snapshot(engine, case.id)
+    with pytest.raises(ValidationError, match=f"within {MAX_APPOINTMENT_DAYS_AHEAD} days"):
+        with session_scope(engine) as s:
+            set_appointment(s, case_id=case.id, actor=world.coord, now=t,
+                            appointment_at=t + timedelta(days=MAX_APPOINTMENT_DAYS_AHEAD,
+                                                         minutes=1))
+    assert snapshot(engine, case.id) == before
+    with session_scope(engine) as s:
+        moved = set_appointment(s, case_id=case.id, actor=world.coord, now=t,
+                                appointment_at=t + timedelta(days=MAX_APPOINTMENT_DAYS_AHEAD))
+    assert moved.appointment_at == t + timedelta(days=MAX_APPOINTMENT_DAYS_AHEAD)
