@@ -202,7 +202,7 @@ for move, unmet in d.moves.items():
                        for i in d.records
                        if i.status in (RecordStatus.RECEIVED, RecordStatus.WAIVED)}
             missing = st.multiselect("Which records are missing", list(arrived),
-                                     key="missing_items", format_func=arrived.get,
+                                     key=f"missing_items_{case.id}", format_func=arrived.get,
                                      help="A record not on the checklist: add it under "
                                           "Records first.")
             reason = st.text_input(f"Reason ({move.label.lower()})", key=f"reason_{move.value}")

@@ -131,7 +131,7 @@ def test_record_missing_names_the_records_and_they_are_requested_again(app_db, m
         [e.value for e in at.error]
     with app_db.session(write=False) as s:
         assert s.get(Case, case_id).state == "records_received"
-    at.multiselect(key="missing_items").select(slides_id)
+    at.multiselect(key=f"missing_items_{case_id}").select(slides_id)
     click(at, "Record missing")
     at.run()
     assert not at.error, [e.value for e in at.error]
