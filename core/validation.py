@@ -76,6 +76,32 @@ def case_number(value: object) -> int | None:
     return number if 1 <= number <= MAX_ID else None
 
 
+# Loose on purpose: patients give numbers in every national format, with extensions. What
+# is refused is what cannot be dialled at all (letters, emoji, fewer than five digits).
+_PHONE = re.compile(r"[0-9+()\-./ ]+((ext\.?|x|#) ?[0-9]{1,6})?", re.IGNORECASE)
+# One @, something before it, a dot in the domain, no spaces: enough to catch a slip
+# (a name typed in the wrong box) without pretending to know every valid address.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
+
+
+def phone_number(value: str | None, *, field: str = "Phone") -> str | None:
+    """A cleaned phone number, or None; refuses text no one could dial."""
+    if value is None:
+        return None
+    if not _PHONE.fullmatch(value) or sum(c.isdigit() for c in value) < 5:
+        raise ValidationError(f"{field}: {value[:40]!r} is not a phone number (digits, "
+                              "spaces, + ( ) - . and an extension such as 'x12').")
+    return value
+
+
+def email_address(value: str | None, *, field: str = "E-mail") -> str | None:
+    if value is None:
+        return None
+    if not _EMAIL.fullmatch(value):
+        raise ValidationError(f"{field}: {value[:40]!r} is not an e-mail address.")
+    return value
+
+
 def parse_date(value: str | date, *, field: str) -> date:
     """Accept ISO dates; refuse impossible ones (Feb 30) with a message naming the field."""
     if isinstance(value, datetime):

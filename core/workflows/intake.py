@@ -30,7 +30,14 @@ from core.models import (
     Team,
 )
 from core.permissions import Action, require
-from core.validation import clean_text, parse_date, require_text, search_key
+from core.validation import (
+    clean_text,
+    email_address,
+    parse_date,
+    phone_number,
+    require_text,
+    search_key,
+)
 from core.vocab import (
     CloseReason,
     DiagnosisCategory,
@@ -128,8 +135,8 @@ def validate_assessment(a: Assessment, *, today: date) -> Assessment:
         imaging_facility=clean_text(a.imaging_facility, field="Imaging facility",
                                     max_length=SHORT_MAX),
         telehealth_preferred=bool(a.telehealth_preferred),
-        phone=clean_text(a.phone, field="Phone", max_length=32),
-        email=clean_text(a.email, field="E-mail", max_length=254),
+        phone=phone_number(clean_text(a.phone, field="Phone", max_length=32)),
+        email=email_address(clean_text(a.email, field="E-mail", max_length=254)),
         address_line=clean_text(a.address_line, field="Address", max_length=200),
         city=clean_text(a.city, field="City", max_length=NAME_MAX),
         region=clean_text(a.region, field="Region", max_length=64),

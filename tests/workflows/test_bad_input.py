@@ -358,23 +358,23 @@ def test_a_record_number_on_file_is_refused_unless_it_is_the_same_patient(engine
 def test_another_teams_patient_is_not_reached_by_name_and_record_number(engine, now):
     with session_scope(engine) as s:
         world = make_world(s, now)
-    first = _create(engine, world, now, mrn="MRN-79", date_of_birth=BORN, phone="111")
+    first = _create(engine, world, now, mrn="MRN-79", date_of_birth=BORN, phone="617 555 0111")
     with session_scope(engine) as s:
         move_case(s, case_id=first, move=Move.CLOSE, actor=world.mgr, now=now,
                   close_reason="declined", close_note="moved away")
     before = _counts(engine)
     with pytest.raises(ValidationError, match="already on file"):
         _create(engine, world, now + timedelta(days=1), team=world.other_team,
-                actor=world.stranger, mrn="MRN-79", date_of_birth=BORN, phone="222")
+                actor=world.stranger, mrn="MRN-79", date_of_birth=BORN, phone="617 555 0222")
     assert _counts(engine) == before
     with session_scope(engine, write=False) as s:
-        assert s.exec(select(Patient.phone).where(Patient.mrn == "MRN-79")).one() == "111"
+        assert s.exec(select(Patient.phone).where(Patient.mrn == "MRN-79")).one() == "617 555 0111"
 
 
 def test_a_returning_patient_gets_a_new_case_once_the_first_is_closed(engine, now):
     with session_scope(engine) as s:
         world = make_world(s, now)
-    first = _create(engine, world, now, mrn="MRN-78", date_of_birth=BORN, phone="111")
+    first = _create(engine, world, now, mrn="MRN-78", date_of_birth=BORN, phone="617 555 0111")
     before = _counts(engine)
     # the same person, the same number, while the first case is open: refused
     with pytest.raises(ValidationError, match=f"already has open case #{first}"):
@@ -384,11 +384,12 @@ def test_a_returning_patient_gets_a_new_case_once_the_first_is_closed(engine, no
         move_case(s, case_id=first, move=Move.CLOSE, actor=world.mgr, now=now,
                   close_reason="declined", close_note="moved away")
     second = _create(engine, world, now + timedelta(days=1), mrn="mrn-78",
-                     date_of_birth=BORN, phone="222")
+                     date_of_birth=BORN, phone="617 555 0222")
     with session_scope(engine, write=False) as s:
         patient = s.get(Patient, s.get(Case, first).patient_id)
         assert s.get(Case, second).patient_id == patient.id
-        assert patient.phone == "222"  # what the patient says now replaces what was on file
+        # what the patient says now replaces what was on file
+        assert patient.phone == "617 555 0222"
         reused = s.exec(select(AuditEntry).where(
             AuditEntry.action == "case.patient_reused")).one()
         assert reused.case_id == second and '"updated": ["phone"]' in reused.detail
@@ -450,3 +451,30 @@ def test_the_date_limits_take_their_last_day_and_refuse_the_next(engine, now):
         moved = set_appointment(s, case_id=case.id, actor=world.coord, now=t,
                                 appointment_at=t + timedelta(days=MAX_APPOINTMENT_DAYS_AHEAD))
     assert moved.appointment_at == t + timedelta(days=MAX_APPOINTMENT_DAYS_AHEAD)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("phone", "🙂🙂", "is not a phone number"),
+    ("phone", "call me after 5", "is not a phone number"),
+    ("phone", "12", "is not a phone number"),
+    ("email", "Ana Silva", "is not an e-mail address"),
+    ("email", "ana@clinic", "is not an e-mail address"),
+])
+def test_intake_refuses_contact_details_no_one_could_use(engine, now, field, value, message):
+    with session_scope(engine) as s:
+        world = make_world(s, now)
+    before = _counts(engine)
+    with pytest.raises(ValidationError, match=message):
+        _create(engine, world, now, **{field: value})
+    assert _counts(engine) == before
+
+
+def test_intake_takes_phone_numbers_as_patients_give_them(engine, now):
+    with session_scope(engine) as s:
+        world = make_world(s, now)
+    for n, phone in enumerate(["(907) 555-9611", "+44 20 7946 0958", "001-907-555-9611x123",
+                               "555.123.4567 ext. 12"]):
+        case_id = _create(engine, world, now, first_name=f"Ana{n}", phone=phone,
+                          email=f"ana{n}@clinic.example")
+        with session_scope(engine, write=False) as s:
+            assert s.get(Patient, s.get(Case, case_id).patient_id).phone == phone
