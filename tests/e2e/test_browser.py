@@ -145,6 +145,16 @@ def _idle(page) -> None:  # noqa: ANN001
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=30_000)
 
 
+def _press(page, button: str, *, says: str) -> None:  # noqa: ANN001
+    """Click a button of the case page, wait for what it says when done and for the
+    rerun to settle."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name=button, exact=True).click()
+    expect(page.get_by_text(says)).to_be_visible()
+    _idle(page)
+
+
 def test_a_coordinators_morning_in_a_real_browser(server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -185,19 +195,13 @@ def test_a_coordinators_morning_in_a_real_browser(server):
         _idle(page)
 
         # Log a contact attempt: the channel is already "phone"; one click on the outcome.
-        page.get_by_role("button", name="No answer", exact=True).click()
-        expect(page.get_by_text("Contact attempt logged (no answer).")).to_be_visible()
-        _idle(page)
+        _press(page, "No answer", says="Contact attempt logged (no answer).")
 
         # Request the slides (the only open record).
-        page.get_by_role("button", name="Request", exact=True).click()
-        expect(page.get_by_text("Record requested.")).to_be_visible()
-        _idle(page)
+        _press(page, "Request", says="Record requested.")
 
         # Move the case on: referral -> records requested.
-        page.get_by_role("button", name="Request records", exact=True).click()
-        expect(page.get_by_text("Request records: done.")).to_be_visible()
-        _idle(page)
+        _press(page, "Request records", says="Request records: done.")
         # Streamlit scrolls an inner container, not the window (FIELD-NOTES.md).
         page.evaluate("document.querySelector('[data-testid=\"stMain\"]')?.scrollTo(0, 0)")
         page.wait_for_timeout(300)
@@ -205,12 +209,8 @@ def test_a_coordinators_morning_in_a_real_browser(server):
 
         # The slides arrive, the records are complete - and the slides turn out broken:
         # "Record missing" names them, and they are requested again with the move.
-        page.get_by_role("button", name="Mark received", exact=True).click()
-        expect(page.get_by_text("Record received.")).to_be_visible()
-        _idle(page)
-        page.get_by_role("button", name="Records complete", exact=True).click()
-        expect(page.get_by_text("Records complete: done.")).to_be_visible()
-        _idle(page)
+        _press(page, "Mark received", says="Record received.")
+        _press(page, "Records complete", says="Records complete: done.")
         page.get_by_role("combobox", name="Which records are missing").click()
         page.get_by_role("option", name="glass slides (Valley Pathology) - received").click()
         page.keyboard.press("Escape")
@@ -219,10 +219,7 @@ def test_a_coordinators_morning_in_a_real_browser(server):
         reason = page.get_by_label("Reason (record missing)")
         expect(reason).to_have_count(1)
         reason.fill("slides broken in transit")
-        page.get_by_role("button", name="Record missing", exact=True).click()
-        expect(page.get_by_text("Record missing: the records are requested again.")) \
-            .to_be_visible()
-        _idle(page)
+        _press(page, "Record missing", says="Record missing: the records are requested again.")
 
         # Back on My day, the case now waits for the slides.
         page.get_by_role("link", name="My day").click()
