@@ -90,7 +90,7 @@ def phone_number(value: str | None, *, field: str = "Phone") -> str | None:
         return None
     if not _PHONE.fullmatch(value) or sum(c.isdigit() for c in value) < 5:
         raise ValidationError(f"{field}: {value[:40]!r} is not a phone number (digits, "
-                              "spaces, + ( ) - . and an extension such as 'x12').")
+                              "spaces, + ( ) - . / and an extension such as 'x12').")
     return value
 
 

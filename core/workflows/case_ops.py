@@ -33,7 +33,7 @@ from core.vocab import (
     Role,
 )
 from core.workflows.engine import parse_datetime
-from core.workflows.guards import MAX_APPOINTMENT_DAYS_AHEAD
+from core.workflows.guards import appointment_problems
 from core.workflows.write import (
     atomic,
     check_version,
@@ -302,11 +302,9 @@ def set_appointment(session: Session, *, case_id: int, appointment_at: datetime 
         if case.state != CaseState.SCHEDULED:
             raise GuardFailed("reschedule", [f"the case is {CaseState(case.state).label.lower()},"
                                              " not scheduled"])
-        if at <= now:
-            raise ValidationError("The appointment must be in the future.")
-        if at > now + timedelta(days=MAX_APPOINTMENT_DAYS_AHEAD):
-            raise ValidationError(
-                f"The appointment must be within {MAX_APPOINTMENT_DAYS_AHEAD} days.")
+        problems = appointment_problems(at, now)
+        if problems:
+            raise ValidationError(problems[0].capitalize() + ".")
         changes: dict[str, Any] = {"appointment_at": at}
         if appointment_mode is not UNSET:
             try:

@@ -150,9 +150,14 @@ def appointment_in_future(ctx: GuardContext) -> list[str]:
     at = ctx.param("appointment_at")
     if at is None:
         return ["an appointment date and time is needed"]
-    if at <= ctx.now:
+    return appointment_problems(at, ctx.now)
+
+
+def appointment_problems(at: datetime, now: datetime) -> list[str]:
+    """What is wrong with a visit at `at` (scheduling here, rescheduling in case_ops)."""
+    if at <= now:
         return ["the appointment must be in the future"]
-    if at > ctx.now + timedelta(days=MAX_APPOINTMENT_DAYS_AHEAD):
+    if at > now + timedelta(days=MAX_APPOINTMENT_DAYS_AHEAD):
         return [f"the appointment must be within {MAX_APPOINTMENT_DAYS_AHEAD} days"]
     return []
 
